@@ -1,0 +1,173 @@
+//! Exact decimals for NUMERIC and BIGNUMERIC, kept as canonical text (what the Storage Write API
+//! takes for both types), so no value is ever rounded through a float.
+
+use std::fmt;
+
+/// Integer digits a NUMERIC holds (precision 38, scale 9).
+pub const NUMERIC_INT_DIGITS: usize = 29;
+/// Fractional digits a NUMERIC holds.
+pub const NUMERIC_SCALE: usize = 9;
+/// Integer digits a BIGNUMERIC holds (precision 76.76, scale 38).
+pub const BIGNUMERIC_INT_DIGITS: usize = 38;
+/// Fractional digits a BIGNUMERIC holds.
+pub const BIGNUMERIC_SCALE: usize = 38;
+/// Longest decimal accepted at all, so an exponent like `1e999999999` cannot exhaust memory.
+const MAX_DIGITS: usize = 160;
+
+/// A decimal number in canonical form: no exponent, no leading zeros, no trailing fractional
+/// zeros, no `-0`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Decimal {
+    text: String,
+    int_digits: u16,
+    scale: u16,
+}
+
+impl Decimal {
+    /// Parses `[+-]digits[.digits][(e|E)[+-]digits]`.
+    pub fn parse(input: &str) -> Result<Self, &'static str> {
+        let s = input.trim().as_bytes();
+        let (negative, s) = match s.first() {
+            Some(b'-') => (true, &s[1..]),
+            Some(b'+') => (false, &s[1..]),
+            _ => (false, s),
+        };
+        let mantissa_end = s.iter().position(|b| *b == b'e' || *b == b'E').unwrap_or(s.len());
+        let (mantissa, exponent) = s.split_at(mantissa_end);
+        let exponent: i64 = if exponent.is_empty() {
+            0
+        } else {
+            let e = std::str::from_utf8(&exponent[1..]).map_err(|_| "not a decimal number")?;
+            e.parse::<i64>().map_err(|_| "not a decimal number")?
+        };
+        let (int_part, frac_part) = match mantissa.iter().position(|b| *b == b'.') {
+            Some(p) => (&mantissa[..p], &mantissa[p + 1..]),
+            None => (mantissa, &mantissa[mantissa.len()..]),
+        };
+        if int_part.is_empty() && frac_part.is_empty() {
+            return Err("not a decimal number");
+        }
+        if !int_part.iter().chain(frac_part).all(u8::is_ascii_digit) {
+            return Err("not a decimal number");
+        }
+        if exponent.unsigned_abs() > MAX_DIGITS as u64 {
+            return Err("decimal exponent out of range");
+        }
+        // All digits, and where the point sits among them after applying the exponent.
+        let digits: Vec<u8> = int_part.iter().chain(frac_part).copied().collect();
+        let point = int_part.len() as i64 + exponent;
+        let mut int_digits: Vec<u8> = Vec::new();
+        let mut frac_digits: Vec<u8> = Vec::new();
+        if point <= 0 {
+            frac_digits.extend(std::iter::repeat(b'0').take((-point) as usize));
+            frac_digits.extend_from_slice(&digits);
+        } else if point as usize >= digits.len() {
+            int_digits.extend_from_slice(&digits);
+            int_digits.extend(std::iter::repeat(b'0').take(point as usize - digits.len()));
+        } else {
+            int_digits.extend_from_slice(&digits[..point as usize]);
+            frac_digits.extend_from_slice(&digits[point as usize..]);
+        }
+        let first_nonzero = int_digits.iter().position(|b| *b != b'0').unwrap_or(int_digits.len());
+        let int_digits = &int_digits[first_nonzero..];
+        let last_nonzero = frac_digits.iter().rposition(|b| *b != b'0').map_or(0, |p| p + 1);
+        let frac_digits = &frac_digits[..last_nonzero];
+        if int_digits.len() + frac_digits.len() > MAX_DIGITS {
+            return Err("decimal has too many digits");
+        }
+        let is_zero = int_digits.is_empty() && frac_digits.is_empty();
+        let mut text = String::with_capacity(int_digits.len() + frac_digits.len() + 3);
+        if negative && !is_zero {
+            text.push('-');
+        }
+        if int_digits.is_empty() {
+            text.push('0');
+        } else {
+            // Only ASCII digits were collected above.
+            text.extend(int_digits.iter().map(|b| char::from(*b)));
+        }
+        if !frac_digits.is_empty() {
+            text.push('.');
+            text.extend(frac_digits.iter().map(|b| char::from(*b)));
+        }
+        Ok(Self { text, int_digits: int_digits.len() as u16, scale: frac_digits.len() as u16 })
+    }
+
+    /// The exact decimal of an integer.
+    pub fn from_i64(v: i64) -> Self {
+        let text = v.to_string();
+        let int_digits = if v == 0 { 0 } else { text.trim_start_matches('-').len() as u16 };
+        Self { text, int_digits, scale: 0 }
+    }
+
+    /// The shortest decimal that reads back as this float; `None` for NaN and infinities.
+    pub fn from_f64(v: f64) -> Option<Self> {
+        if !v.is_finite() {
+            return None;
+        }
+        Self::parse(&format!("{v:?}")).ok()
+    }
+
+    /// Canonical text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+    /// Digits before the point (0 for |x| < 1).
+    pub fn int_digits(&self) -> usize {
+        usize::from(self.int_digits)
+    }
+    /// Digits after the point.
+    pub fn scale(&self) -> usize {
+        usize::from(self.scale)
+    }
+    /// Whether a NUMERIC column holds this value exactly.
+    pub fn fits_numeric(&self) -> bool {
+        self.int_digits() <= NUMERIC_INT_DIGITS && self.scale() <= NUMERIC_SCALE
+    }
+    /// Whether a BIGNUMERIC column holds this value exactly.
+    pub fn fits_bignumeric(&self) -> bool {
+        self.int_digits() <= BIGNUMERIC_INT_DIGITS && self.scale() <= BIGNUMERIC_SCALE
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Decimal({})", self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonicalises() {
+        let c = |s: &str| Decimal::parse(s).map(|d| d.to_string());
+        assert_eq!(c("0012.3400"), Ok("12.34".into()));
+        assert_eq!(c("-0.0"), Ok("0".into()));
+        assert_eq!(c("1.5e3"), Ok("1500".into()));
+        assert_eq!(c("1.5E-3"), Ok("0.0015".into()));
+        assert_eq!(c(".5"), Ok("0.5".into()));
+        assert_eq!(c("+7."), Ok("7".into()));
+        assert!(c("1e999999999").is_err());
+        assert!(c("abc").is_err());
+        assert!(c("").is_err());
+        assert!(c("1.2.3").is_err());
+    }
+
+    #[test]
+    fn numeric_limits() {
+        let max = "99999999999999999999999999999.999999999";
+        assert!(Decimal::parse(max).map(|d| d.fits_numeric()).unwrap_or(false));
+        assert!(!Decimal::parse("1.0000000001").map(|d| d.fits_numeric()).unwrap_or(true));
+        assert!(!Decimal::parse("100000000000000000000000000000").map(|d| d.fits_numeric()).unwrap_or(true));
+        assert_eq!(Decimal::from_i64(i64::MIN).as_str(), "-9223372036854775808");
+        assert_eq!(Decimal::from_f64(0.1).map(|d| d.to_string()), Some("0.1".into()));
+    }
+}

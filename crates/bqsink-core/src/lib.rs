@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod civil;
+pub mod decimal;
+pub mod error;
+pub mod json;
+pub mod schema;
+pub mod table;
+pub mod value;
+
+pub use civil::{Date, DateTime, Time, Timestamp};
+pub use decimal::Decimal;
+pub use error::{ConfigError, RowError, SchemaError, ValueError};
+pub use schema::{Field, FieldType, Mode, Schema};
+pub use table::{Clustering, CreateDisposition, PartitionType, TableRef, TimePartitioning, WriteDisposition};
+pub use value::{Name, Record, Value};
