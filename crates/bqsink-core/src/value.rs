@@ -104,6 +104,10 @@ impl Record {
         let pos = self.entries.iter().position(|(n, _)| n == name)?;
         Some(self.entries.remove(pos).1)
     }
+    /// Columns in insertion order, as a slice (for encoders that index into it).
+    pub fn entries(&self) -> &[(Name, Value)] {
+        &self.entries
+    }
     /// Columns in insertion order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
         self.entries.iter().map(|(n, v)| (n.as_ref(), v))

@@ -1,0 +1,283 @@
+//! Records → protobuf row bytes, written straight into the caller's buffer following a
+//! [`RowDescriptor`]'s plan. The only per-encoder state is a reusable slot table, so steady-state
+//! encoding allocates nothing per row.
+
+use std::borrow::Cow;
+
+use bqsink_core::{FieldType, Mode, Record, RowError, Value};
+use bytes::{BufMut, BytesMut};
+
+use crate::descriptor::{FieldPlan, MessagePlan, RowDescriptor, WireKind};
+use crate::wire::{begin_len, end_len, put_varint};
+
+const ABSENT: u32 = u32::MAX;
+
+/// What to do with record keys that are not columns of the table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnknownFields {
+    /// Refuse the row, naming the key (BigQuery's default for loads).
+    #[default]
+    Reject,
+    /// Drop the key (`ignoreUnknownValues`).
+    Ignore,
+}
+
+/// Encodes records as rows of one table.
+#[derive(Debug)]
+pub struct RowEncoder {
+    descriptor: RowDescriptor,
+    unknown: UnknownFields,
+    slots: Vec<u32>,
+}
+
+/// Breadcrumbs to a nested column, rendered only when an error needs them.
+struct Path<'a> {
+    parent: Option<&'a Path<'a>>,
+    name: &'a str,
+}
+
+impl Path<'_> {
+    fn render(&self) -> String {
+        match self.parent {
+            Some(p) if !p.name.is_empty() => format!("{}.{}", p.render(), self.name),
+            _ => self.name.to_owned(),
+        }
+    }
+}
+
+impl RowEncoder {
+    /// An encoder for rows of this descriptor.
+    pub fn new(descriptor: RowDescriptor) -> Self {
+        let slots = vec![ABSENT; descriptor.slot_count()];
+        Self { descriptor, unknown: UnknownFields::default(), slots }
+    }
+
+    /// The same encoder with another rule for unknown keys.
+    pub fn with_unknown_fields(mut self, unknown: UnknownFields) -> Self {
+        self.unknown = unknown;
+        self
+    }
+
+    /// The descriptor rows are encoded for.
+    pub fn descriptor(&self) -> &RowDescriptor {
+        &self.descriptor
+    }
+
+    /// Appends one row's message bytes (not length-prefixed) to `buf`. On error `buf` is left as
+    /// it was and the error names the column.
+    pub fn encode(&mut self, record: &Record, buf: &mut BytesMut) -> Result<(), RowError> {
+        let start = buf.len();
+        let descriptor = self.descriptor.clone();
+        let root = Path { parent: None, name: "" };
+        let result = self.encode_message(descriptor.root(), record, buf, &root);
+        if result.is_err() {
+            buf.truncate(start);
+        }
+        result
+    }
+
+    /// Appends one row as a `ProtoRows.serialized_rows` entry (key, length, message) to `buf`.
+    pub fn encode_row_entry(&mut self, record: &Record, buf: &mut BytesMut) -> Result<(), RowError> {
+        let start = buf.len();
+        buf.put_u8(0x0A); // ProtoRows.serialized_rows = 1, length-delimited
+        let body = begin_len(buf);
+        match self.encode(record, buf) {
+            Ok(()) => {
+                end_len(buf, body);
+                Ok(())
+            }
+            Err(e) => {
+                buf.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    fn encode_message(
+        &mut self,
+        plan: &MessagePlan,
+        record: &Record,
+        buf: &mut BytesMut,
+        path: &Path<'_>,
+    ) -> Result<(), RowError> {
+        let base = plan.slot_base;
+        let n = plan.fields.len();
+        self.slots[base..base + n].fill(ABSENT);
+        for (i, (name, _)) in record.entries().iter().enumerate() {
+            // Records built in schema order hit the positional guess and skip hashing.
+            let idx = match plan.fields.get(i) {
+                Some(f) if f.name == name.as_ref() => Some(i),
+                _ => plan.lookup(name),
+            };
+            match idx {
+                Some(idx) => {
+                    let slot = &mut self.slots[base + idx];
+                    if *slot != ABSENT {
+                        return Err(RowError::new(
+                            Path { parent: Some(path), name }.render(),
+                            "the column appears twice in the record (names are case-insensitive)",
+                        ));
+                    }
+                    *slot = i as u32;
+                }
+                None if self.unknown == UnknownFields::Ignore => {}
+                None => {
+                    return Err(RowError::new(
+                        Path { parent: Some(path), name }.render(),
+                        "no such column in the table",
+                    ))
+                }
+            }
+        }
+        for (idx, field) in plan.fields.iter().enumerate() {
+            let slot = self.slots[base + idx];
+            let value = if slot == ABSENT { &Value::Null } else { &record.entries()[slot as usize].1 };
+            let here = Path { parent: Some(path), name: &field.name };
+            self.encode_field(field, value, buf, &here)?;
+        }
+        Ok(())
+    }
+
+    fn encode_field(
+        &mut self,
+        field: &FieldPlan,
+        value: &Value,
+        buf: &mut BytesMut,
+        path: &Path<'_>,
+    ) -> Result<(), RowError> {
+        match field.mode {
+            Mode::Repeated => {
+                let items: &[Value] = match value {
+                    Value::Null => return Ok(()),
+                    Value::Array(items) => items,
+                    other => {
+                        return Err(RowError::new(
+                            path.render(),
+                            format!("expected an array for a REPEATED column, got {} ({})", other.kind(), other.preview()),
+                        ))
+                    }
+                };
+                if items.is_empty() {
+                    return Ok(());
+                }
+                if let Some(packed_tag) = field.packed_tag {
+                    packed_tag.put(buf);
+                    let body = begin_len(buf);
+                    for item in items {
+                        self.check_element(item, path)?;
+                        let v = coerce(item, field.field_type, path)?;
+                        write_scalar_body(field.kind, &v, buf);
+                    }
+                    end_len(buf, body);
+                } else {
+                    for item in items {
+                        self.check_element(item, path)?;
+                        self.encode_one(field, item, buf, path)?;
+                    }
+                }
+                Ok(())
+            }
+            Mode::Required if value.is_null() => {
+                Err(RowError::new(path.render(), "REQUIRED column is missing or null"))
+            }
+            _ if value.is_null() => Ok(()),
+            _ => self.encode_one(field, value, buf, path),
+        }
+    }
+
+    fn check_element(&self, item: &Value, path: &Path<'_>) -> Result<(), RowError> {
+        match item {
+            Value::Null => Err(RowError::new(path.render(), "arrays cannot hold NULL elements")),
+            Value::Array(_) => Err(RowError::new(path.render(), "arrays cannot hold arrays")),
+            _ => Ok(()),
+        }
+    }
+
+    fn encode_one(
+        &mut self,
+        field: &FieldPlan,
+        value: &Value,
+        buf: &mut BytesMut,
+        path: &Path<'_>,
+    ) -> Result<(), RowError> {
+        if let (WireKind::Message, Some(sub)) = (field.kind, field.message.as_ref()) {
+            let Value::Record(record) = value else {
+                return Err(RowError::new(
+                    path.render(),
+                    format!("expected RECORD, got {} ({})", value.kind(), value.preview()),
+                ));
+            };
+            field.tag.put(buf);
+            let body = begin_len(buf);
+            self.encode_message(sub, record, buf, path)?;
+            end_len(buf, body);
+            return Ok(());
+        }
+        let v = coerce(value, field.field_type, path)?;
+        field.tag.put(buf);
+        if matches!(field.kind, WireKind::Text | WireKind::Bytes) {
+            write_len_value(&v, buf);
+        } else {
+            write_scalar_body(field.kind, &v, buf);
+        }
+        Ok(())
+    }
+}
+
+#[inline]
+fn coerce<'v>(value: &'v Value, ty: FieldType, path: &Path<'_>) -> Result<Cow<'v, Value>, RowError> {
+    let v = value.coerce(ty).map_err(|e| RowError::new(path.render(), e.to_string()))?;
+    if let Value::Json(text) = v.as_ref() {
+        if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
+            return Err(RowError::new(path.render(), "expected JSON, got text that is not valid JSON"));
+        }
+    }
+    Ok(v)
+}
+
+/// Writes a numeric value (varint or fixed64) without its key.
+#[inline]
+fn write_scalar_body(kind: WireKind, v: &Value, buf: &mut BytesMut) {
+    match (kind, v) {
+        (WireKind::Int64, Value::Int64(i)) => put_varint(buf, *i as u64),
+        (WireKind::Int64, Value::Timestamp(t)) => put_varint(buf, t.micros() as u64),
+        (WireKind::Int32, Value::Date(d)) => put_varint(buf, i64::from(d.days()) as u64),
+        (WireKind::Double, Value::Float64(f)) => buf.put_f64_le(*f),
+        (WireKind::Bool, Value::Bool(b)) => buf.put_u8(u8::from(*b)),
+        // coerce() returned the canonical value of the column type, so no other pair occurs.
+        _ => debug_assert!(false, "unexpected {kind:?} / {}", v.kind()),
+    }
+}
+
+/// Writes a length-delimited value (after its key) in canonical text or bytes.
+#[inline]
+fn write_len_value(v: &Value, buf: &mut BytesMut) {
+    let mut small = [0u8; 32];
+    let bytes: &[u8] = match v {
+        Value::String(s) | Value::Geography(s) | Value::Json(s) => s.as_bytes(),
+        Value::Bytes(b) => b,
+        Value::Numeric(d) | Value::BigNumeric(d) => d.as_str().as_bytes(),
+        Value::Time(t) => {
+            let mut out = [0u8; 15];
+            let n = t.write_canonical(&mut out);
+            small[..n].copy_from_slice(&out[..n]);
+            &small[..n]
+        }
+        Value::DateTime(dt) => {
+            let (y, m, d) = bqsink_core::civil::civil_from_days(dt.date.days());
+            let mut w = &mut small[..];
+            let _ = std::io::Write::write_fmt(&mut w, format_args!("{y:04}-{m:02}-{d:02} "));
+            let mut out = [0u8; 15];
+            let n = dt.time.write_canonical(&mut out);
+            small[11..11 + n].copy_from_slice(&out[..n]);
+            &small[..11 + n]
+        }
+        _ => {
+            debug_assert!(false, "unexpected {}", v.kind());
+            &[]
+        }
+    };
+    put_varint(buf, bytes.len() as u64);
+    buf.put_slice(bytes);
+}
