@@ -1,9 +1,22 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod append;
+pub mod auth;
+pub(crate) mod codec;
 pub mod descriptor;
 pub mod encoder;
+pub mod endpoint;
+pub mod error;
+pub mod request;
+pub mod rest;
 pub(crate) mod wire;
 
+pub use append::{AckFuture, AppendAck, AppendStream, WriteClient};
+pub use auth::Auth;
 pub use descriptor::RowDescriptor;
 pub use encoder::{RowEncoder, UnknownFields};
+pub use endpoint::Endpoints;
+pub use error::{RejectedRow, StatusCode, TransportError};
+pub use request::{AppendRequest, MAX_REQUEST_BYTES};
+pub use rest::{QueryResult, RestClient, TableInfo, TableSpec};

@@ -1,0 +1,362 @@
+//! The BigQuery REST API (v2) for what the Storage Write API cannot do: datasets, tables and
+//! queries.
+
+use std::time::Duration;
+
+use bqsink_core::{Clustering, Schema, TableRef, TimePartitioning};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json};
+use tracing::debug;
+
+use crate::auth::Auth;
+use crate::endpoint::Endpoints;
+use crate::error::TransportError;
+
+/// How long a query may run before `query` gives up waiting.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A REST client bound to one endpoint and credentials.
+#[derive(Clone, Debug)]
+pub struct RestClient {
+    http: reqwest::Client,
+    base: String,
+    auth: Auth,
+}
+
+/// What a table should be created with.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct TableSpec {
+    /// Columns.
+    pub schema: Schema,
+    /// Time partitioning, if any.
+    pub time_partitioning: Option<TimePartitioning>,
+    /// Clustering columns, if any.
+    pub clustering: Option<Clustering>,
+    /// Description.
+    pub description: Option<String>,
+}
+
+impl TableSpec {
+    /// A table of these columns.
+    pub fn new(schema: Schema) -> Self {
+        Self { schema, ..Self::default() }
+    }
+    /// Partitioned by time.
+    pub fn with_time_partitioning(mut self, p: TimePartitioning) -> Self {
+        self.time_partitioning = Some(p);
+        self
+    }
+    /// Clustered on columns.
+    pub fn with_clustering(mut self, fields: Vec<String>) -> Self {
+        self.clustering = Some(Clustering { fields });
+        self
+    }
+}
+
+/// A table as `tables.get` describes it.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct TableInfo {
+    /// Columns.
+    #[serde(default)]
+    pub schema: Schema,
+    /// Time partitioning, if any.
+    #[serde(default)]
+    pub time_partitioning: Option<TimePartitioning>,
+    /// Clustering, if any.
+    #[serde(default)]
+    pub clustering: Option<Clustering>,
+    /// Rows in managed storage (excludes the streaming buffer on BigQuery).
+    #[serde(default, deserialize_with = "opt_u64_string")]
+    pub num_rows: Option<u64>,
+    /// Version tag for conditional updates.
+    #[serde(default)]
+    pub etag: Option<String>,
+    /// `TABLE`, `VIEW`, …
+    #[serde(default, rename = "type")]
+    pub table_type: Option<String>,
+}
+
+fn opt_u64_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v: Option<Json> = Option::deserialize(d)?;
+    Ok(match v {
+        Some(Json::String(s)) => s.parse().ok(),
+        Some(Json::Number(n)) => n.as_u64(),
+        _ => None,
+    })
+}
+
+/// Rows of a query, with cells as JSON (`null`, strings, nested arrays and objects for REPEATED
+/// and RECORD columns), in the order of `schema`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueryResult {
+    /// Result columns.
+    pub schema: Schema,
+    /// Rows of cells.
+    pub rows: Vec<Vec<Json>>,
+}
+
+impl QueryResult {
+    /// Index of a result column by name.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.schema.fields.iter().position(|f| f.name.eq_ignore_ascii_case(name))
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TableResource<'a> {
+    table_reference: Json,
+    schema: &'a Schema,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time_partitioning: Option<&'a TimePartitioning>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clustering: Option<&'a Clustering>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+}
+
+impl RestClient {
+    /// A client for these endpoints.
+    pub fn new(endpoints: &Endpoints, auth: Auth) -> Result<Self, TransportError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(180))
+            .user_agent(concat!("bqsink/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| TransportError::Connect { endpoint: endpoints.rest.clone(), message: e.to_string() })?;
+        Ok(Self { http, base: endpoints.rest.trim_end_matches('/').to_owned(), auth })
+    }
+
+    /// The REST base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Json>,
+    ) -> Result<(u16, Json), TransportError> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method.clone(), &url);
+        if let Some(h) = self.auth.header().await? {
+            req = req.header("authorization", h);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| TransportError::Connect {
+            endpoint: self.base.clone(),
+            message: crate_source_chain(&e),
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| TransportError::Protocol(e.to_string()))?;
+        debug!(%method, path, status, "bigquery rest");
+        let json: Json = if text.trim().is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| Json::String(text.clone()))
+        };
+        if (200..300).contains(&status) {
+            return Ok((status, json));
+        }
+        let err = &json["error"];
+        Err(TransportError::Rest {
+            method: method_name(&method),
+            path: path.to_owned(),
+            status,
+            reason: err["errors"][0]["reason"].as_str().map(str::to_owned),
+            message: err["message"].as_str().map(str::to_owned).unwrap_or_else(|| truncate(&text, 300)),
+        })
+    }
+
+    /// `datasets.get`: whether the dataset exists.
+    pub async fn dataset_exists(&self, project: &str, dataset: &str) -> Result<bool, TransportError> {
+        match self.call(reqwest::Method::GET, &format!("/projects/{project}/datasets/{dataset}"), None).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `datasets.insert`; `Ok(false)` when it already exists.
+    pub async fn create_dataset(
+        &self,
+        project: &str,
+        dataset: &str,
+        location: Option<&str>,
+    ) -> Result<bool, TransportError> {
+        let mut body = json!({ "datasetReference": { "projectId": project, "datasetId": dataset } });
+        if let Some(loc) = location {
+            body["location"] = json!(loc);
+        }
+        match self.call(reqwest::Method::POST, &format!("/projects/{project}/datasets"), Some(&body)).await {
+            Ok(_) => Ok(true),
+            Err(TransportError::Rest { status: 409, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `tables.get`; `None` when the table does not exist.
+    pub async fn get_table(&self, table: &TableRef) -> Result<Option<TableInfo>, TransportError> {
+        let path = format!("/projects/{}/datasets/{}/tables/{}", table.project, table.dataset, table.table);
+        match self.call(reqwest::Method::GET, &path, None).await {
+            Ok((_, json)) => serde_json::from_value(json)
+                .map(Some)
+                .map_err(|e| TransportError::Protocol(format!("tables.get answer: {e}"))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `tables.insert`; `Ok(false)` when it already exists.
+    pub async fn create_table(&self, table: &TableRef, spec: &TableSpec) -> Result<bool, TransportError> {
+        let resource = TableResource {
+            table_reference: json!({ "projectId": table.project, "datasetId": table.dataset, "tableId": table.table }),
+            schema: &spec.schema,
+            time_partitioning: spec.time_partitioning.as_ref(),
+            clustering: spec.clustering.as_ref(),
+            description: spec.description.as_deref(),
+        };
+        let body = serde_json::to_value(&resource).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let path = format!("/projects/{}/datasets/{}/tables", table.project, table.dataset);
+        match self.call(reqwest::Method::POST, &path, Some(&body)).await {
+            Ok(_) => Ok(true),
+            Err(TransportError::Rest { status: 409, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `tables.delete`; `Ok(false)` when there was no such table.
+    pub async fn delete_table(&self, table: &TableRef) -> Result<bool, TransportError> {
+        let path = format!("/projects/{}/datasets/{}/tables/{}", table.project, table.dataset, table.table);
+        match self.call(reqwest::Method::DELETE, &path, None).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `jobs.query` in GoogleSQL, waiting for the result. A job that reports errors — even
+    /// in an HTTP 200 answer — is an error.
+    pub async fn query(&self, project: &str, sql: &str) -> Result<QueryResult, TransportError> {
+        let body = json!({ "query": sql, "useLegacySql": false, "timeoutMs": 60_000, "maxResults": 100_000 });
+        let (_, mut resp) = self.call(reqwest::Method::POST, &format!("/projects/{project}/queries"), Some(&body)).await?;
+        let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
+        loop {
+            check_query_errors(&resp)?;
+            if resp["jobComplete"].as_bool().unwrap_or(true) {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(TransportError::Query(format!("no result after {QUERY_TIMEOUT:?}")));
+            }
+            let job = resp["jobReference"]["jobId"].as_str().unwrap_or_default().to_owned();
+            let mut path = format!("/projects/{project}/queries/{job}?timeoutMs=10000");
+            if let Some(loc) = resp["jobReference"]["location"].as_str() {
+                path.push_str(&format!("&location={loc}"));
+            }
+            resp = self.call(reqwest::Method::GET, &path, None).await?.1;
+        }
+        let schema: Schema = serde_json::from_value(resp["schema"].clone()).unwrap_or_default();
+        let rows = resp["rows"]
+            .as_array()
+            .map(|rows| rows.iter().map(|r| unwrap_row(r, &schema.fields)).collect())
+            .unwrap_or_default();
+        Ok(QueryResult { schema, rows })
+    }
+}
+
+fn check_query_errors(resp: &Json) -> Result<(), TransportError> {
+    let msg = |e: &Json| e["message"].as_str().map(str::to_owned).unwrap_or_else(|| e.to_string());
+    if let Some(errors) = resp["errors"].as_array().filter(|e| !e.is_empty()) {
+        return Err(TransportError::Query(errors.iter().map(msg).collect::<Vec<_>>().join("; ")));
+    }
+    if resp["status"]["errorResult"].is_object() {
+        return Err(TransportError::Query(msg(&resp["status"]["errorResult"])));
+    }
+    Ok(())
+}
+
+/// Turns the `{"f":[{"v":…}]}` row shape into plain cells.
+fn unwrap_row(row: &Json, fields: &[bqsink_core::Field]) -> Vec<Json> {
+    let cells = row["f"].as_array().map(Vec::as_slice).unwrap_or_default();
+    cells
+        .iter()
+        .enumerate()
+        .map(|(i, c)| unwrap_cell(&c["v"], fields.get(i)))
+        .collect()
+}
+
+fn unwrap_cell(v: &Json, field: Option<&bqsink_core::Field>) -> Json {
+    let is_record = field.is_some_and(|f| f.field_type == bqsink_core::FieldType::Record);
+    let repeated = field.is_some_and(|f| f.mode == bqsink_core::Mode::Repeated);
+    match v {
+        Json::Array(items) if repeated => {
+            let single = field.map(|f| f.clone().with_mode(bqsink_core::Mode::Nullable));
+            Json::Array(items.iter().map(|i| unwrap_cell(&i["v"], single.as_ref())).collect())
+        }
+        Json::Object(_) if is_record => {
+            let sub = field.map(|f| f.fields.as_slice()).unwrap_or_default();
+            let cells = unwrap_row(v, sub);
+            Json::Object(sub.iter().zip(cells).map(|(f, c)| (f.name.clone(), c)).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+fn method_name(m: &reqwest::Method) -> &'static str {
+    match *m {
+        reqwest::Method::GET => "GET",
+        reqwest::Method::POST => "POST",
+        reqwest::Method::PATCH => "PATCH",
+        reqwest::Method::PUT => "PUT",
+        reqwest::Method::DELETE => "DELETE",
+        _ => "REQUEST",
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        s.chars().take(n).collect::<String>() + "…"
+    }
+}
+
+fn crate_source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_200_with_errors_is_a_failure() {
+        let resp = json!({"jobComplete": true, "errors": [{"message": "Table not found: x"}]});
+        assert!(matches!(check_query_errors(&resp), Err(TransportError::Query(m)) if m.contains("Table not found")));
+        assert!(check_query_errors(&json!({"jobComplete": true})).is_ok());
+    }
+
+    #[test]
+    fn rows_unwrap_nested_cells() {
+        let schema: Schema = serde_json::from_value(json!({"fields": [
+            {"name": "a", "type": "INTEGER"},
+            {"name": "t", "type": "STRING", "mode": "REPEATED"}]}))
+        .expect("schema");
+        let row = json!({"f": [{"v": "1"}, {"v": [{"v": "x"}, {"v": "y"}]}]});
+        assert_eq!(unwrap_row(&row, &schema.fields), vec![json!("1"), json!(["x", "y"])]);
+    }
+}
