@@ -1,0 +1,54 @@
+use bqsink_core::{ConfigError, RowError, SchemaError, TableRef};
+use bqsink_engine::EngineError;
+use bqsink_transport::TransportError;
+
+/// Everything that can go wrong in bqsink, each variant saying what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A schema BigQuery would refuse.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// One row cannot be written; the others are unaffected.
+    #[error("{0}")]
+    Row(RowError),
+    /// BigQuery could not be reached, or refused a request after retries.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The table does not exist and may not be created.
+    #[error("table {table} does not exist; {hint}")]
+    TableNotFound {
+        /// The table.
+        table: TableRef,
+        /// What to do about it.
+        hint: &'static str,
+    },
+}
+
+impl Error {
+    /// Whether only one row failed (the destination is still usable).
+    pub fn is_row_error(&self) -> bool {
+        matches!(self, Self::Row(_))
+    }
+    /// The row error, if this is one.
+    pub fn as_row_error(&self) -> Option<&RowError> {
+        match self {
+            Self::Row(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl From<EngineError> for Error {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Row(r) => Self::Row(r),
+            EngineError::Transport(t) => Self::Transport(t),
+            #[allow(unreachable_patterns)]
+            other => Self::Transport(TransportError::Protocol(other.to_string())),
+        }
+    }
+}
