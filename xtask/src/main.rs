@@ -1,1 +1,127 @@
-fn main() {}
+//! Project tasks, run as `cargo xtask <task>`:
+//!
+//! - `demo` — install and start bqemulator, load the bundled sample data with `bqsink load`,
+//!   query each table back, print it with its row count, stop the emulator.
+//! - `test` — install bqemulator if missing, then run every test of the workspace.
+//! - `emulator install` — install bqemulator into `target/bqemulator`.
+//! - `golden` — regenerate the golden protobuf fixtures with Python's `protobuf` package.
+
+#![allow(clippy::print_stdout)]
+
+mod emulator;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context as _};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root()?;
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["demo"] => demo(&root),
+        ["test", rest @ ..] => test(&root, rest),
+        ["emulator", "install"] => emulator::install(&root),
+        ["golden"] => golden(&root),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  \
+                 demo               load bundled sample data into a local bqemulator and show it\n  \
+                 test [ARGS…]       install bqemulator if missing, run every test (ARGS go to cargo test)\n  \
+                 emulator install   install bqemulator into target/bqemulator\n  \
+                 golden             regenerate tests/fixtures/golden/golden.json with Python protobuf"
+            );
+            bail!("unknown or missing task")
+        }
+    }
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).context("xtask has no parent directory")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn test(root: &Path, extra: &[&str]) -> anyhow::Result<()> {
+    emulator::install(root)?;
+    run(cargo().current_dir(root).args(["test", "--workspace", "--all-targets"]).args(extra))?;
+    run(cargo().current_dir(root).args(["test", "--workspace", "--doc"]))?;
+    Ok(())
+}
+
+fn golden(root: &Path) -> anyhow::Result<()> {
+    emulator::install(root)?;
+    let (venv, _) = emulator::paths(root);
+    run(Command::new(venv.join("bin").join("python"))
+        .current_dir(root)
+        .arg(root.join("tests/fixtures/golden/make_golden.py")))
+}
+
+/// Sample tables of the demo: (table, schema file, data file, extra `bqsink load` flags).
+const DEMO_TABLES: &[(&str, &str, &str, &[&str])] = &[
+    ("events", "events.schema.json", "events.ndjson", &["--partition-field", "at", "--partition-type", "DAY", "--cluster", "event"]),
+    ("users", "users.schema.json", "users.ndjson", &[]),
+];
+
+fn demo(root: &Path) -> anyhow::Result<()> {
+    emulator::install(root)?;
+    run(cargo().current_dir(root).args(["build", "--quiet", "--package", "bqsink-cli"]))?;
+    let bin = root.join("target/debug/bqsink");
+    let emu = bqsink_testkit::Emulator::start()?;
+    println!("bqemulator: REST {} · gRPC {}", emu.rest_host(), emu.grpc_host());
+    let data = root.join("tests/fixtures/demo");
+    for (table, schema, file, flags) in DEMO_TABLES {
+        println!("\n== bqsink load {table} ==");
+        run(Command::new(&bin)
+            .env("BIGQUERY_EMULATOR_HOST", emu.rest_host())
+            .env("BIGQUERY_STORAGE_EMULATOR_HOST", emu.grpc_host())
+            .args(["load", "--project", "demo-project", "--dataset", "demo", "--table", table])
+            .arg("--schema")
+            .arg(data.join(schema))
+            .args(*flags)
+            .arg(data.join(file)))?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let endpoints = bqsink::Endpoints::emulator(&emu.rest_host(), &emu.grpc_host());
+        let rest = bqsink::RestClient::new(&endpoints, bqsink::Auth::none())?;
+        for (table, ..) in DEMO_TABLES {
+            let count = rest.query("demo-project", &format!("SELECT COUNT(*) FROM `demo-project.demo.{table}`")).await?;
+            let n = count.rows.first().and_then(|r| r.first()).cloned().unwrap_or_default();
+            println!("\n== demo.{table}: {} rows ==", n.as_str().unwrap_or("?"));
+            let sample = rest.query("demo-project", &format!("SELECT * FROM `demo-project.demo.{table}` ORDER BY 1 LIMIT 5")).await?;
+            println!("{}", sample.schema.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(" | "));
+            for row in &sample.rows {
+                let cells: Vec<String> = row.iter().zip(&sample.schema.fields).map(|(c, f)| match c {
+                    // TIMESTAMP cells come back as µs since the epoch.
+                    serde_json::Value::String(s) if f.field_type == bqsink::FieldType::Timestamp => s
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(bqsink::Timestamp::from_micros)
+                        .map_or_else(|| s.clone(), |t| t.to_string()),
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => "NULL".into(),
+                    other => other.to_string(),
+                }).collect();
+                println!("{}", cells.join(" | "));
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    emu.stop();
+    println!("\nbqemulator stopped.");
+    Ok(())
+}
