@@ -1,1 +1,2 @@
-//! Shared helpers for the conformance suite.
+#![doc = include_str!("../../README.md")]
+//! (The workspace README, compiled here so its examples stay true.)

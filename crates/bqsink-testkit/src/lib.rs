@@ -1,2 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs, unreachable_pub)]
+
+pub mod emulator;
+
+pub use emulator::Emulator;
+pub mod compare;
