@@ -434,6 +434,13 @@ fn float_text(f: f64) -> String {
         if f > 0.0 { "Infinity".into() } else { "-Infinity".into() }
     } else if f == f.trunc() && f.abs() < 1e16 {
         format!("{f:.0}")
+    } else if f.abs() >= 1e16 || f.abs() < 1e-5 {
+        // Shortest round-trip digits in exponent form, with an explicit exponent sign.
+        let e = format!("{f:e}");
+        match e.split_once('e') {
+            Some((m, x)) if !x.starts_with('-') => format!("{m}e+{x}"),
+            _ => e,
+        }
     } else {
         format!("{f}")
     }
@@ -509,6 +516,9 @@ mod tests {
         assert_eq!(ok(Value::Int64(1), FieldType::Timestamp), Value::Timestamp(Timestamp::from_micros(1_000_000).unwrap_or_else(|| panic!())));
         assert_eq!(ok("x".into(), FieldType::Json), Value::Json("\"x\"".into()));
         assert_eq!(ok(Value::Float64(1.5), FieldType::Numeric).to_json_string(), "1.5");
+        assert_eq!(ok(Value::Float64(1e300), FieldType::String), Value::String("1e+300".into()));
+        assert_eq!(ok(Value::Float64(-2.5e-7), FieldType::String), Value::String("-2.5e-7".into()));
+        assert_eq!(ok(Value::Float64(0.25), FieldType::String), Value::String("0.25".into()));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!   of `google.protobuf.FieldOptions`), which is how the Storage Write API maps such columns.
 //! - NULLABLE → optional, REQUIRED → required, REPEATED → repeated (packed for numeric types).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bqsink_core::{Field, FieldType, Mode, Schema, SchemaError};
@@ -143,7 +143,9 @@ impl RowDescriptor {
         let mut slots = 0;
         let root = plan_message(&schema.fields, &mut slots);
         let mut buf = BytesMut::with_capacity(256);
-        write_descriptor(&mut buf, ROOT_MESSAGE_NAME, &schema.fields, "R", true);
+        let root_names = proto_names(&schema.fields);
+        let type_names = nested_type_names(&schema.fields, &root_names);
+        write_descriptor(&mut buf, ROOT_MESSAGE_NAME, &schema.fields, "R", &type_names, true);
         Ok(Self {
             inner: Arc::new(DescriptorInner { schema: schema.clone(), root, slots, descriptor: buf.freeze() }),
         })
@@ -175,7 +177,52 @@ pub fn is_proto_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// The proto field name used for a column: the name itself when legal, else a placeholder.
+/// The proto field names of one message's columns: each name itself when legal, else the
+/// placeholder of [`proto_field_name`], with `_` appended until it differs from every other.
+pub fn proto_names(fields: &[Field]) -> Vec<String> {
+    let mut taken: HashSet<String> =
+        fields.iter().filter(|f| is_proto_identifier(&f.name)).map(|f| f.name.clone()).collect();
+    fields
+        .iter()
+        .map(|f| {
+            if is_proto_identifier(&f.name) {
+                return f.name.clone();
+            }
+            let mut name = proto_field_name(&f.name);
+            while !taken.insert(name.clone()) {
+                name.push('_');
+            }
+            name
+        })
+        .collect()
+}
+
+/// Names of the nested message types, by tree path (`R_3_2`): all are declared in the root, so
+/// each must differ from the root's field names and from each other.
+fn nested_type_names(fields: &[Field], root_names: &[String]) -> HashMap<String, String> {
+    fn walk(fields: &[Field], path: &str, taken: &mut HashSet<String>, out: &mut HashMap<String, String>) {
+        for (i, f) in fields.iter().enumerate() {
+            if f.field_type != FieldType::Record {
+                continue;
+            }
+            let child = format!("{path}_{}", i + 1);
+            let mut name = child.clone();
+            while !taken.insert(name.clone()) {
+                name.push('_');
+            }
+            out.insert(child.clone(), name);
+            walk(&f.fields, &child, taken, out);
+        }
+    }
+    let mut taken: HashSet<String> = root_names.iter().cloned().collect();
+    taken.insert(ROOT_MESSAGE_NAME.to_owned());
+    let mut out = HashMap::new();
+    walk(fields, "R", &mut taken, &mut out);
+    out
+}
+
+/// The placeholder-or-name of one column, before uniqueness within its message is ensured
+/// (see [`proto_names`]).
 pub fn proto_field_name(column: &str) -> String {
     if is_proto_identifier(column) {
         column.to_owned()
@@ -216,40 +263,50 @@ fn plan_message(fields: &[Field], slots: &mut usize) -> MessagePlan {
 }
 
 /// Writes a DescriptorProto. Nested messages of the whole tree are declared flat inside the
-/// root, named `R_<field numbers joined by _>`.
-fn write_descriptor(buf: &mut BytesMut, name: &str, fields: &[Field], path: &str, is_root: bool) {
+/// root, named after their path of field numbers (`R_3_2`, see [`nested_type_names`]).
+fn write_descriptor(
+    buf: &mut BytesMut,
+    name: &str,
+    fields: &[Field],
+    path: &str,
+    type_names: &HashMap<String, String>,
+    is_root: bool,
+) {
     // DescriptorProto: name = 1, field = 2, nested_type = 3.
     put_len_bytes(buf, Tag::new(1, WIRE_LEN), name.as_bytes());
-    for (i, f) in fields.iter().enumerate() {
+    for ((i, f), proto_name) in fields.iter().enumerate().zip(proto_names(fields)) {
         let number = i as u32 + 1;
+        let nested = type_names.get(&format!("{path}_{number}")).map(String::as_str);
         Tag::new(2, WIRE_LEN).put(buf);
         let start = begin_len(buf);
-        write_field(buf, f, number, &format!("{path}_{number}"));
+        write_field(buf, f, &proto_name, number, nested);
         end_len(buf, start);
     }
     if is_root {
-        write_nested_types(buf, fields, path);
+        write_nested_types(buf, fields, path, type_names);
     }
 }
 
-fn write_nested_types(buf: &mut BytesMut, fields: &[Field], path: &str) {
+fn write_nested_types(buf: &mut BytesMut, fields: &[Field], path: &str, type_names: &HashMap<String, String>) {
     for (i, f) in fields.iter().enumerate() {
         if f.field_type != FieldType::Record {
             continue;
         }
         let child = format!("{path}_{}", i + 1);
+        let name = type_names.get(&child).map_or(child.as_str(), String::as_str);
         Tag::new(3, WIRE_LEN).put(buf);
         let start = begin_len(buf);
-        write_descriptor(buf, &child, &f.fields, &child, false);
+        write_descriptor(buf, name, &f.fields, &child, type_names, false);
         end_len(buf, start);
-        write_nested_types(buf, &f.fields, &child);
+        write_nested_types(buf, &f.fields, &child, type_names);
     }
 }
 
-fn write_field(buf: &mut BytesMut, f: &Field, number: u32, nested_name: &str) {
-    // FieldDescriptorProto: name = 1, number = 3, label = 4, type = 5, type_name = 6, options = 8.
+fn write_field(buf: &mut BytesMut, f: &Field, proto_name: &str, number: u32, nested_name: Option<&str>) {
+    // FieldDescriptorProto: name = 1, number = 3, label = 4, type = 5, type_name = 6,
+    // options = 8, json_name = 10.
     let kind = WireKind::of(f.field_type);
-    put_len_bytes(buf, Tag::new(1, WIRE_LEN), proto_field_name(&f.name).as_bytes());
+    put_len_bytes(buf, Tag::new(1, WIRE_LEN), proto_name.as_bytes());
     Tag::new(3, WIRE_VARINT).put(buf);
     put_varint(buf, u64::from(number));
     Tag::new(4, WIRE_VARINT).put(buf);
@@ -263,9 +320,12 @@ fn write_field(buf: &mut BytesMut, f: &Field, number: u32, nested_name: &str) {
     );
     Tag::new(5, WIRE_VARINT).put(buf);
     put_varint(buf, kind.proto_type());
-    if kind == WireKind::Message {
-        put_len_bytes(buf, Tag::new(6, WIRE_LEN), nested_name.as_bytes());
+    if let (WireKind::Message, Some(nested)) = (kind, nested_name) {
+        put_len_bytes(buf, Tag::new(6, WIRE_LEN), nested.as_bytes());
     }
+    // An explicit JSON name: the default camel-casing makes `a_b` and `aB` collide, which
+    // some descriptor validators refuse.
+    put_len_bytes(buf, Tag::new(10, WIRE_LEN), proto_name.as_bytes());
     let packed = f.mode == Mode::Repeated && kind.packable();
     let renamed = !is_proto_identifier(&f.name);
     if packed || renamed {

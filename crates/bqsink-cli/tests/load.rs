@@ -1,0 +1,106 @@
+//! `bqsink load` end to end against bqemulator: the process, its output, its exit code, and the
+//! rows a query finds afterwards.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use bqsink::{Endpoints, Schema};
+use bqsink_testkit::compare::assert_cells_match;
+use bqsink_testkit::Emulator;
+use serde_json::json;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn bqsink(emu: &Emulator) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bqsink"));
+    c.env("BIGQUERY_EMULATOR_HOST", emu.rest_host())
+        .env("BIGQUERY_STORAGE_EMULATOR_HOST", emu.grpc_host())
+        .env_remove("BIGQUERY_PROJECT_ID")
+        .env_remove("BIGQUERY_DATASET")
+        .env_remove("RUST_LOG");
+    c
+}
+
+fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("bqsink starts");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("bqsink ends")
+}
+
+fn last_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_owned()
+}
+
+async fn query(emu: &Emulator, sql: &str) -> bqsink::QueryResult {
+    let rest = bqsink::RestClient::new(&Endpoints::emulator(&emu.rest_host(), &emu.grpc_host()), bqsink::Auth::none()).expect("client");
+    rest.query("cli-project", sql).await.expect("query")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loads_every_flat_type_from_a_file() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let out = bqsink(&emu)
+        .args(["load", "--project", "cli-project", "--dataset", "cli", "--table", "flat", "--schema"])
+        .arg(fixtures().join("flat/schema.json"))
+        .arg(fixtures().join("flat/rows.ndjson"))
+        .output()
+        .expect("bqsink runs");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(last_line(&out).starts_with("read 15, written 15, dead-lettered 0"), "{}", last_line(&out));
+    let schema = Schema::from_json(&std::fs::read_to_string(fixtures().join("flat/schema.json")).expect("schema")).expect("valid");
+    let expected: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("flat/expected.json")).expect("expected")).expect("json");
+    let result = query(&emu, "SELECT * FROM `cli-project.cli.flat` ORDER BY id").await;
+    assert_cells_match(&schema, &result, &expected).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdin_with_bad_rows_exits_2_naming_line_and_column() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let dir = std::env::temp_dir().join(format!("bqsink-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let schema = dir.join("schema.json");
+    std::fs::write(&schema, r#"[{"name":"id","type":"INT64","mode":"REQUIRED"},{"name":"at","type":"TIMESTAMP"}]"#).expect("write");
+    let input = "{\"id\":1,\"at\":\"2024-01-01T00:00:00Z\"}\n{\"id\":2,\"at\":\"soon\"}\n\n{not json}\n{\"id\":4}\n";
+    let mut cmd = bqsink(&emu);
+    cmd.args(["load", "--project", "cli-project", "--dataset", "cli", "--table", "stdin", "--schema"]).arg(&schema).arg("-");
+    let out = run_with_stdin(cmd, input);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(last_line(&out).starts_with("read 4, written 2, dead-lettered 2"), "{}", last_line(&out));
+    assert!(stderr.contains("line 2: at: expected TIMESTAMP, got STRING (\"soon\")"), "{stderr}");
+    assert!(stderr.contains("line 4: invalid JSON"), "{stderr}");
+    let result = query(&emu, "SELECT id FROM `cli-project.cli.stdin` ORDER BY id").await;
+    assert_eq!(result.rows, vec![vec![json!("1")], vec![json!("4")]]);
+}
+
+#[test]
+fn an_unreachable_emulator_is_one_line_naming_the_address() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bqsink"))
+        .env("BIGQUERY_EMULATOR_HOST", "127.0.0.1:9")
+        .env("BIGQUERY_STORAGE_EMULATOR_HOST", "127.0.0.1:9")
+        .args(["load", "--project", "p1-project", "--dataset", "d", "--table", "t", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("bqsink runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("127.0.0.1:9"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_table_without_schema_says_to_pass_one() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let out = bqsink(&emu)
+        .args(["load", "--project", "cli-project", "--dataset", "cli", "--table", "nothing", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("bqsink runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cli-project.cli.nothing does not exist") && stderr.contains("--schema"), "{stderr}");
+}
