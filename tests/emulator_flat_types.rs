@@ -1,7 +1,9 @@
 //! Every flat type the emulator stores, written through the library and read back with a query.
 //! Expected cells come from `tests/fixtures/flat/expected.json`, computed by Python, not bqsink.
 
-use bqsink::{Date, DateTime, Decimal, Destination, Endpoints, Field, FieldType, Record, Schema, Time, Timestamp, Value};
+use bqsink::{
+    Date, DateTime, Decimal, Destination, Endpoints, Field, FieldType, Record, Schema, Time, Timestamp, Value,
+};
 use bqsink_testkit::compare::assert_cells_match;
 use bqsink_testkit::Emulator;
 use serde_json::json;
@@ -41,7 +43,8 @@ async fn json_rows_of_every_flat_type_read_back_exactly() {
     }
     let summary = dest.close().await.expect("flushes");
     assert_eq!(summary.rows_written, lines.len() as u64);
-    let result = rest.query("conformance", "SELECT * FROM `conformance.flat.from_json` ORDER BY id").await.expect("query");
+    let result =
+        rest.query("conformance", "SELECT * FROM `conformance.flat.from_json` ORDER BY id").await.expect("query");
     let expected: Vec<serde_json::Value> = serde_json::from_str(&fixture("flat/expected.json")).expect("expected.json");
     assert_cells_match(&schema, &result, &expected).unwrap_or_else(|e| panic!("{e}"));
 }
@@ -86,7 +89,16 @@ async fn typed_values_and_serialize_structs_read_back_exactly() {
         rs: Vec<&'a str>,
         j: serde_json::Value,
     }
-    let event = Event { id: 101, s: "struct", i: 7, f: 0.25, ok: false, ts: "2024-01-01T00:00:00Z", rs: vec!["x", "y"], j: json!({"nested": {"deep": [true]}}) };
+    let event = Event {
+        id: 101,
+        s: "struct",
+        i: 7,
+        f: 0.25,
+        ok: false,
+        ts: "2024-01-01T00:00:00Z",
+        rs: vec!["x", "y"],
+        j: json!({"nested": {"deep": [true]}}),
+    };
     dest.write(Record::from_serialize(&event).expect("struct")).await.expect("struct row");
     assert_eq!(dest.close().await.expect("flush").rows_written, 2);
 
@@ -101,17 +113,33 @@ async fn typed_values_and_serialize_structs_read_back_exactly() {
     };
     let mut a = null_row("100");
     for (k, v) in [
-        ("s", json!("typed")), ("b", json!("AAEC/w==")), ("i", json!("-9223372036854775808")), ("f", json!(f64::MAX)),
-        ("n", json!("-0.123456789")), ("ok", json!(true)), ("ts", json!("-2208988800000001")), ("d", json!("2101-03-04")),
-        ("t", json!("12:34:56.000789")), ("dtm", json!("2101-03-04T12:34:56.000789")), ("g", json!("POINT(1 2)")),
-        ("j", json!({"k": [1, 2, {"z": null}]})), ("ri", json!(["1", "-1"])), ("rf", json!([f64::MIN_POSITIVE])), ("rd", json!(["2101-03-04"])),
+        ("s", json!("typed")),
+        ("b", json!("AAEC/w==")),
+        ("i", json!("-9223372036854775808")),
+        ("f", json!(f64::MAX)),
+        ("n", json!("-0.123456789")),
+        ("ok", json!(true)),
+        ("ts", json!("-2208988800000001")),
+        ("d", json!("2101-03-04")),
+        ("t", json!("12:34:56.000789")),
+        ("dtm", json!("2101-03-04T12:34:56.000789")),
+        ("g", json!("POINT(1 2)")),
+        ("j", json!({"k": [1, 2, {"z": null}]})),
+        ("ri", json!(["1", "-1"])),
+        ("rf", json!([f64::MIN_POSITIVE])),
+        ("rd", json!(["2101-03-04"])),
     ] {
         a.insert(k.into(), v);
     }
     let mut b = null_row("101");
     for (k, v) in [
-        ("s", json!("struct")), ("i", json!("7")), ("f", json!(0.25)), ("ok", json!(false)), ("ts", json!("1704067200000000")),
-        ("rs", json!(["x", "y"])), ("j", json!({"nested": {"deep": [true]}})),
+        ("s", json!("struct")),
+        ("i", json!("7")),
+        ("f", json!(0.25)),
+        ("ok", json!(false)),
+        ("ts", json!("1704067200000000")),
+        ("rs", json!(["x", "y"])),
+        ("j", json!({"nested": {"deep": [true]}})),
     ] {
         b.insert(k.into(), v);
     }
@@ -145,14 +173,16 @@ async fn a_bad_value_names_row_and_column_and_the_rest_is_written() {
     assert_eq!(described[3], "row 4: colour: no such column in the table");
     let summary = dest.close().await.expect("flush");
     assert_eq!((summary.rows_written, summary.rows_rejected), (2, 4));
-    let result = rest.query("conformance", "SELECT id FROM `conformance.flat.bad_values` ORDER BY id").await.expect("query");
+    let result =
+        rest.query("conformance", "SELECT id FROM `conformance.flat.bad_values` ORDER BY id").await.expect("query");
     assert_eq!(result.rows, vec![vec![json!("1")], vec![json!("6")]]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn large_loads_are_split_below_the_request_limit() {
     let emu = Emulator::start().expect("bqemulator starts");
-    let schema = Schema::new(vec![Field::new("id", FieldType::Int64).required(), Field::new("blob", FieldType::String)]);
+    let schema =
+        Schema::new(vec![Field::new("id", FieldType::Int64).required(), Field::new("blob", FieldType::String)]);
     // ~24 MB of rows with a row limit that would never cut: only the byte limit can split them.
     let dest = Destination::builder()
         .endpoints(Endpoints::emulator(&emu.rest_host(), &emu.grpc_host()))

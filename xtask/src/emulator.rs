@@ -39,10 +39,7 @@ const REQUIREMENTS: &[&str] = &[
 ];
 
 /// The DuckDB extensions bqemulator loads at start-up, as (pip package dir, extension name).
-const EXTENSIONS: &[(&str, &str)] = &[
-    ("duckdb_extension_spatial", "spatial"),
-    ("duckdb_extension_avro", "avro"),
-];
+const EXTENSIONS: &[(&str, &str)] = &[("duckdb_extension_spatial", "spatial"), ("duckdb_extension_avro", "avro")];
 
 /// Name of the marker file written into the venv once the install has completed.
 const MARKER: &str = "bqsink-install.txt";
@@ -67,10 +64,7 @@ pub(crate) fn install(root: &Path) -> anyhow::Result<()> {
     let marker_text = marker_text();
 
     if let Some(platform) = installed_platform(&venv, &home, &marker_text) {
-        eprintln!(
-            "xtask: bqemulator already installed at {} (duckdb platform {platform})",
-            venv.display()
-        );
+        eprintln!("xtask: bqemulator already installed at {} (duckdb platform {platform})", venv.display());
         return Ok(());
     }
 
@@ -81,16 +75,11 @@ pub(crate) fn install(root: &Path) -> anyhow::Result<()> {
     eprintln!("xtask: using {python}");
 
     if venv.exists() {
-        eprintln!(
-            "xtask: removing incomplete or outdated venv at {}",
-            venv.display()
-        );
-        fs::remove_dir_all(&venv)
-            .with_context(|| format!("removing {} failed; {RETRY}", venv.display()))?;
+        eprintln!("xtask: removing incomplete or outdated venv at {}", venv.display());
+        fs::remove_dir_all(&venv).with_context(|| format!("removing {} failed; {RETRY}", venv.display()))?;
     }
     if let Some(parent) = venv.parent() {
-        fs::create_dir_all(parent)
-            .with_context(|| format!("creating {} failed; {RETRY}", parent.display()))?;
+        fs::create_dir_all(parent).with_context(|| format!("creating {} failed; {RETRY}", parent.display()))?;
     }
 
     eprintln!("xtask: creating venv");
@@ -100,19 +89,10 @@ pub(crate) fn install(root: &Path) -> anyhow::Result<()> {
     )?;
 
     let venv_python = venv.join("bin").join("python");
-    eprintln!(
-        "xtask: pip install {} (this takes a minute or two)",
-        REQUIREMENTS.join(" ")
-    );
+    eprintln!("xtask: pip install {} (this takes a minute or two)", REQUIREMENTS.join(" "));
     run(
         Command::new(&venv_python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-            ])
+            .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input"])
             .args(REQUIREMENTS),
         "pip install of bqemulator and its dependencies (needs access to PyPI)",
     )?;
@@ -129,27 +109,14 @@ pub(crate) fn install(root: &Path) -> anyhow::Result<()> {
     )?;
 
     let ext_dir = extension_dir(&home, &platform);
-    eprintln!(
-        "xtask: seeding DuckDB extensions into {}",
-        ext_dir.display()
-    );
-    fs::create_dir_all(&ext_dir)
-        .with_context(|| format!("creating {} failed; {RETRY}", ext_dir.display()))?;
+    eprintln!("xtask: seeding DuckDB extensions into {}", ext_dir.display());
+    fs::create_dir_all(&ext_dir).with_context(|| format!("creating {} failed; {RETRY}", ext_dir.display()))?;
     for (package, name) in EXTENSIONS {
         let file = format!("{name}.duckdb_extension");
-        let src = Path::new(&purelib)
-            .join(package)
-            .join("extensions")
-            .join(format!("v{DUCKDB_VERSION}"))
-            .join(&file);
+        let src = Path::new(&purelib).join(package).join("extensions").join(format!("v{DUCKDB_VERSION}")).join(&file);
         let dst = ext_dir.join(&file);
-        fs::copy(&src, &dst).with_context(|| {
-            format!(
-                "copying {} to {} failed; {RETRY}",
-                src.display(),
-                dst.display()
-            )
-        })?;
+        fs::copy(&src, &dst)
+            .with_context(|| format!("copying {} to {} failed; {RETRY}", src.display(), dst.display()))?;
     }
 
     // Smoke check: the CLI imports and runs.
@@ -183,10 +150,7 @@ fn marker_text() -> String {
 
 /// `<home>/.duckdb/extensions/v<duckdb>/<platform>`.
 fn extension_dir(home: &Path, platform: &str) -> PathBuf {
-    home.join(".duckdb")
-        .join("extensions")
-        .join(format!("v{DUCKDB_VERSION}"))
-        .join(platform)
+    home.join(".duckdb").join("extensions").join(format!("v{DUCKDB_VERSION}")).join(platform)
 }
 
 /// The DuckDB platform of a complete, current install, or `None` when (re)installing is needed.
@@ -194,17 +158,11 @@ fn installed_platform(venv: &Path, home: &Path, expected: &str) -> Option<String
     let marker = fs::read_to_string(venv.join(MARKER)).ok()?;
     let rest = marker.strip_prefix(expected)?;
     let platform = rest.trim().strip_prefix("platform=")?.trim().to_owned();
-    if platform.is_empty()
-        || platform.contains('/')
-        || !venv.join("bin").join("bqemulator").is_file()
-    {
+    if platform.is_empty() || platform.contains('/') || !venv.join("bin").join("bqemulator").is_file() {
         return None;
     }
     let ext_dir = extension_dir(home, &platform);
-    EXTENSIONS
-        .iter()
-        .all(|(_, name)| ext_dir.join(format!("{name}.duckdb_extension")).is_file())
-        .then_some(platform)
+    EXTENSIONS.iter().all(|(_, name)| ext_dir.join(format!("{name}.duckdb_extension")).is_file()).then_some(platform)
 }
 
 /// A Python interpreter >= 3.11 (bqemulator's floor): `$BQSINK_PYTHON`, else the first of
@@ -241,10 +199,7 @@ fn find_python() -> anyhow::Result<String> {
 /// `(major, minor)` of a Python interpreter, or `None` when it can't be run.
 fn python_version(python: &str) -> Option<(u32, u32)> {
     let out = Command::new(python)
-        .args([
-            "-c",
-            "import sys; print(sys.version_info[0], sys.version_info[1])",
-        ])
+        .args(["-c", "import sys; print(sys.version_info[0], sys.version_info[1])"])
         .output()
         .ok()?;
     if !out.status.success() {
@@ -260,9 +215,7 @@ fn python_version(python: &str) -> Option<(u32, u32)> {
 
 /// Runs `cmd` with inherited stdio; errors say what failed and how to retry.
 fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("{what}: could not start {:?}; {RETRY}", cmd.get_program()))?;
+    let status = cmd.status().with_context(|| format!("{what}: could not start {:?}; {RETRY}", cmd.get_program()))?;
     if !status.success() {
         bail!("{what} failed ({status}); {RETRY}");
     }
@@ -276,14 +229,9 @@ fn python_output(python: &Path, code: &str, what: &str) -> anyhow::Result<String
         .output()
         .with_context(|| format!("{what}: could not start {}; {RETRY}", python.display()))?;
     if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}; {RETRY}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{what} failed ({}): {}; {RETRY}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
-    let text = String::from_utf8(out.stdout)
-        .with_context(|| format!("{what}: output is not UTF-8; {RETRY}"))?;
+    let text = String::from_utf8(out.stdout).with_context(|| format!("{what}: output is not UTF-8; {RETRY}"))?;
     let text = text.trim();
     if text.is_empty() {
         bail!("{what}: no output; {RETRY}");

@@ -72,7 +72,12 @@ fn golden(root: &Path) -> anyhow::Result<()> {
 
 /// Sample tables of the demo: (table, schema file, data file, extra `bqsink load` flags).
 const DEMO_TABLES: &[(&str, &str, &str, &[&str])] = &[
-    ("events", "events.schema.json", "events.ndjson", &["--partition-field", "at", "--partition-type", "DAY", "--cluster", "event"]),
+    (
+        "events",
+        "events.schema.json",
+        "events.ndjson",
+        &["--partition-field", "at", "--partition-type", "DAY", "--cluster", "event"],
+    ),
     ("users", "users.schema.json", "users.ndjson", &[]),
 ];
 
@@ -99,23 +104,30 @@ fn demo(root: &Path) -> anyhow::Result<()> {
         let endpoints = bqsink::Endpoints::emulator(&emu.rest_host(), &emu.grpc_host());
         let rest = bqsink::RestClient::new(&endpoints, bqsink::Auth::none())?;
         for (table, ..) in DEMO_TABLES {
-            let count = rest.query("demo-project", &format!("SELECT COUNT(*) FROM `demo-project.demo.{table}`")).await?;
+            let count =
+                rest.query("demo-project", &format!("SELECT COUNT(*) FROM `demo-project.demo.{table}`")).await?;
             let n = count.rows.first().and_then(|r| r.first()).cloned().unwrap_or_default();
             println!("\n== demo.{table}: {} rows ==", n.as_str().unwrap_or("?"));
-            let sample = rest.query("demo-project", &format!("SELECT * FROM `demo-project.demo.{table}` ORDER BY 1 LIMIT 5")).await?;
+            let sample = rest
+                .query("demo-project", &format!("SELECT * FROM `demo-project.demo.{table}` ORDER BY 1 LIMIT 5"))
+                .await?;
             println!("{}", sample.schema.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(" | "));
             for row in &sample.rows {
-                let cells: Vec<String> = row.iter().zip(&sample.schema.fields).map(|(c, f)| match c {
-                    // TIMESTAMP cells come back as µs since the epoch.
-                    serde_json::Value::String(s) if f.field_type == bqsink::FieldType::Timestamp => s
-                        .parse::<i64>()
-                        .ok()
-                        .and_then(bqsink::Timestamp::from_micros)
-                        .map_or_else(|| s.clone(), |t| t.to_string()),
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Null => "NULL".into(),
-                    other => other.to_string(),
-                }).collect();
+                let cells: Vec<String> = row
+                    .iter()
+                    .zip(&sample.schema.fields)
+                    .map(|(c, f)| match c {
+                        // TIMESTAMP cells come back as µs since the epoch.
+                        serde_json::Value::String(s) if f.field_type == bqsink::FieldType::Timestamp => s
+                            .parse::<i64>()
+                            .ok()
+                            .and_then(bqsink::Timestamp::from_micros)
+                            .map_or_else(|| s.clone(), |t| t.to_string()),
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Null => "NULL".into(),
+                        other => other.to_string(),
+                    })
+                    .collect();
                 println!("{}", cells.join(" | "));
             }
         }

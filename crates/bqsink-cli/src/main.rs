@@ -117,9 +117,14 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
         .dataset_id(&args.dataset)
         .table_id(&args.table)
         .batch_size(args.batch_size)
-        .create_disposition(if args.no_create { CreateDisposition::CreateNever } else { CreateDisposition::CreateIfNeeded });
+        .create_disposition(if args.no_create {
+            CreateDisposition::CreateNever
+        } else {
+            CreateDisposition::CreateIfNeeded
+        });
     if let Some(path) = &args.schema {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the schema file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the schema file {}", path.display()))?;
         let schema = Schema::from_json(&text).with_context(|| format!("schema file {}", path.display()))?;
         builder = builder.schema(schema);
     }

@@ -25,7 +25,8 @@ fn bqsink(emu: &Emulator) -> Command {
 }
 
 fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("bqsink starts");
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("bqsink starts");
     child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
     child.wait_with_output().expect("bqsink ends")
 }
@@ -35,7 +36,8 @@ fn last_line(out: &Output) -> String {
 }
 
 async fn query(emu: &Emulator, sql: &str) -> bqsink::QueryResult {
-    let rest = bqsink::RestClient::new(&Endpoints::emulator(&emu.rest_host(), &emu.grpc_host()), bqsink::Auth::none()).expect("client");
+    let rest = bqsink::RestClient::new(&Endpoints::emulator(&emu.rest_host(), &emu.grpc_host()), bqsink::Auth::none())
+        .expect("client");
     rest.query("cli-project", sql).await.expect("query")
 }
 
@@ -50,9 +52,11 @@ async fn loads_every_flat_type_from_a_file() {
         .expect("bqsink runs");
     assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     assert!(last_line(&out).starts_with("read 15, written 15, dead-lettered 0"), "{}", last_line(&out));
-    let schema = Schema::from_json(&std::fs::read_to_string(fixtures().join("flat/schema.json")).expect("schema")).expect("valid");
+    let schema = Schema::from_json(&std::fs::read_to_string(fixtures().join("flat/schema.json")).expect("schema"))
+        .expect("valid");
     let expected: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("flat/expected.json")).expect("expected")).expect("json");
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("flat/expected.json")).expect("expected"))
+            .expect("json");
     let result = query(&emu, "SELECT * FROM `cli-project.cli.flat` ORDER BY id").await;
     assert_cells_match(&schema, &result, &expected).unwrap_or_else(|e| panic!("{e}"));
 }
@@ -63,10 +67,13 @@ async fn stdin_with_bad_rows_exits_2_naming_line_and_column() {
     let dir = std::env::temp_dir().join(format!("bqsink-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
     let schema = dir.join("schema.json");
-    std::fs::write(&schema, r#"[{"name":"id","type":"INT64","mode":"REQUIRED"},{"name":"at","type":"TIMESTAMP"}]"#).expect("write");
+    std::fs::write(&schema, r#"[{"name":"id","type":"INT64","mode":"REQUIRED"},{"name":"at","type":"TIMESTAMP"}]"#)
+        .expect("write");
     let input = "{\"id\":1,\"at\":\"2024-01-01T00:00:00Z\"}\n{\"id\":2,\"at\":\"soon\"}\n\n{not json}\n{\"id\":4}\n";
     let mut cmd = bqsink(&emu);
-    cmd.args(["load", "--project", "cli-project", "--dataset", "cli", "--table", "stdin", "--schema"]).arg(&schema).arg("-");
+    cmd.args(["load", "--project", "cli-project", "--dataset", "cli", "--table", "stdin", "--schema"])
+        .arg(&schema)
+        .arg("-");
     let out = run_with_stdin(cmd, input);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");

@@ -28,8 +28,7 @@ pub const fn civil_from_days(days: i32) -> (i32, u32, u32) {
     let z = days + 719_468;
     let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
     let day_of_era = (z - era * 146_097) as u32;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * mp + 2) / 5 + 1;
@@ -114,9 +113,7 @@ impl Time {
         if hour > 23 || minute > 59 || second > 59 || micro > 999_999 {
             return None;
         }
-        Some(Self(
-            ((hour as i64 * 60 + minute as i64) * 60 + second as i64) * 1_000_000 + micro as i64,
-        ))
+        Some(Self(((hour as i64 * 60 + minute as i64) * 60 + second as i64) * 1_000_000 + micro as i64))
     }
     /// Microseconds since midnight.
     pub const fn micros(self) -> i64 {
@@ -230,14 +227,12 @@ impl Timestamp {
         let mut c = Cursor::new(text.trim());
         let date = c.date()?;
         let mut time = Time(0);
-        if !c.at_end() {
-            if c.peek() == Some(b'T') || c.peek() == Some(b't') || c.peek() == Some(b' ') {
-                let save = c.pos;
-                c.pos += 1;
-                match c.time() {
-                    Some(t) => time = t,
-                    None => c.pos = save,
-                }
+        if !c.at_end() && (c.peek() == Some(b'T') || c.peek() == Some(b't') || c.peek() == Some(b' ')) {
+            let save = c.pos;
+            c.pos += 1;
+            match c.time() {
+                Some(t) => time = t,
+                None => c.pos = save,
             }
         }
         let offset_secs = c.zone()?;

@@ -59,11 +59,11 @@ impl Decimal {
         let mut int_digits: Vec<u8> = Vec::new();
         let mut frac_digits: Vec<u8> = Vec::new();
         if point <= 0 {
-            frac_digits.extend(std::iter::repeat(b'0').take((-point) as usize));
+            frac_digits.extend(std::iter::repeat_n(b'0', (-point) as usize));
             frac_digits.extend_from_slice(&digits);
         } else if point as usize >= digits.len() {
             int_digits.extend_from_slice(&digits);
-            int_digits.extend(std::iter::repeat(b'0').take(point as usize - digits.len()));
+            int_digits.extend(std::iter::repeat_n(b'0', point as usize - digits.len()));
         } else {
             int_digits.extend_from_slice(&digits[..point as usize]);
             frac_digits.extend_from_slice(&digits[point as usize..]);

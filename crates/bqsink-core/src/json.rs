@@ -19,7 +19,9 @@ impl From<serde_json::Value> for Value {
             serde_json::Value::Number(n) => number_value(&n),
             serde_json::Value::String(s) => Value::String(s),
             serde_json::Value::Array(a) => Value::Array(a.into_iter().map(Value::from).collect()),
-            serde_json::Value::Object(o) => Value::Record(o.into_iter().map(|(k, v)| (k.into(), Value::from(v))).collect()),
+            serde_json::Value::Object(o) => {
+                Value::Record(o.into_iter().map(|(k, v)| (k.into(), Value::from(v))).collect())
+            }
         }
     }
 }

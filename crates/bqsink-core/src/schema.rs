@@ -185,9 +185,9 @@ fn mode_or_default<'de, D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
         None | Some("") | Some("NULLABLE") => Ok(Mode::Nullable),
         Some("REQUIRED") => Ok(Mode::Required),
         Some("REPEATED") => Ok(Mode::Repeated),
-        Some(other) => Err(serde::de::Error::custom(format!(
-            "unknown mode `{other}` (expected NULLABLE, REQUIRED or REPEATED)"
-        ))),
+        Some(other) => {
+            Err(serde::de::Error::custom(format!("unknown mode `{other}` (expected NULLABLE, REQUIRED or REPEATED)")))
+        }
     }
 }
 
@@ -246,8 +246,7 @@ impl Schema {
     /// Reads a schema from BigQuery JSON: either a bare array of fields (the `bq` CLI's schema
     /// file) or an object with `fields`.
     pub fn from_json(text: &str) -> Result<Self, SchemaError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| SchemaError::Json(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| SchemaError::Json(e.to_string()))?;
         let schema = if value.is_array() {
             Schema { fields: serde_json::from_value(value).map_err(|e| SchemaError::Json(e.to_string()))? }
         } else {
@@ -286,9 +285,7 @@ fn validate_fields(fields: &[Field], prefix: &str, depth: usize) -> Result<(), S
         match (f.field_type, f.fields.is_empty()) {
             (FieldType::Record, true) => return Err(SchemaError::EmptyRecord(path)),
             (FieldType::Record, false) => validate_fields(&f.fields, &path, depth + 1)?,
-            (other, false) => {
-                return Err(SchemaError::FieldsOnScalar { path, field_type: other })
-            }
+            (other, false) => return Err(SchemaError::FieldsOnScalar { path, field_type: other }),
             (_, true) => {}
         }
     }
@@ -304,7 +301,29 @@ pub fn validate_column_name(name: &str) -> Result<(), &'static str> {
     if name.len() > MAX_COLUMN_NAME_LEN {
         return Err("a column name is at most 300 characters");
     }
-    if name.chars().any(|c| c.is_control() || matches!(c, '.' | '!' | '"' | '$' | '(' | ')' | '*' | ',' | '/' | ';' | '[' | '\\' | ']' | '^' | '`' | '{' | '}' | '~')) {
+    if name.chars().any(|c| {
+        c.is_control()
+            || matches!(
+                c,
+                '.' | '!'
+                    | '"'
+                    | '$'
+                    | '('
+                    | ')'
+                    | '*'
+                    | ','
+                    | '/'
+                    | ';'
+                    | '['
+                    | '\\'
+                    | ']'
+                    | '^'
+                    | '`'
+                    | '{'
+                    | '}'
+                    | '~'
+            )
+    }) {
         return Err("a column name cannot hold control characters or any of . ! \" $ ( ) * , / ; [ \\ ] ^ ` { } ~");
     }
     let upper = name.to_ascii_uppercase();
@@ -345,6 +364,8 @@ mod tests {
         assert!(bad(r#"[{"name":"r","type":"RECORD"}]"#));
         assert!(bad(r#"[{"name":"a","type":"WHAT"}]"#));
         assert!(bad(r#"[{"name":"a.b","type":"INT64"}]"#));
-        assert!(!bad(r#"[{"name":"first name","type":"STRING"},{"name":"événement","type":"STRING"},{"name":"1st","type":"INT64"},{"name":"a-b","type":"INT64"}]"#));
+        assert!(!bad(
+            r#"[{"name":"first name","type":"STRING"},{"name":"événement","type":"STRING"},{"name":"1st","type":"INT64"},{"name":"a-b","type":"INT64"}]"#
+        ));
     }
 }

@@ -246,9 +246,7 @@ impl Value {
             (FieldType::String, Value::Int64(v)) => Ok(Owned(Value::String(v.to_string()))),
             (FieldType::String, Value::Float64(v)) => Ok(Owned(Value::String(float_text(*v)))),
             (FieldType::String, Value::Bool(v)) => Ok(Owned(Value::String(v.to_string()))),
-            (FieldType::String, Value::Numeric(d) | Value::BigNumeric(d)) => {
-                Ok(Owned(Value::String(d.to_string())))
-            }
+            (FieldType::String, Value::Numeric(d) | Value::BigNumeric(d)) => Ok(Owned(Value::String(d.to_string()))),
             (FieldType::String, Value::Timestamp(v)) => Ok(Owned(Value::String(v.to_string()))),
             (FieldType::String, Value::Date(v)) => Ok(Owned(Value::String(v.to_string()))),
             (FieldType::String, Value::Time(v)) => Ok(Owned(Value::String(v.to_string()))),
@@ -431,7 +429,11 @@ fn float_text(f: f64) -> String {
     if f.is_nan() {
         "NaN".into()
     } else if f.is_infinite() {
-        if f > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+        if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
     } else if f == f.trunc() && f.abs() < 1e16 {
         format!("{f:.0}")
     } else if f.abs() >= 1e16 || f.abs() < 1e-5 {
@@ -448,7 +450,7 @@ fn float_text(f: f64) -> String {
 
 fn float_to_i64(f: f64) -> Option<i64> {
     // 2^63 is exactly representable; anything at or above it does not fit.
-    if f.fract() == 0.0 && f >= -9_223_372_036_854_775_808.0 && f < 9_223_372_036_854_775_808.0 {
+    if f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
         Some(f as i64)
     } else {
         None
@@ -513,7 +515,10 @@ mod tests {
         assert_eq!(ok(Value::Int64(7), FieldType::String), Value::String("7".into()));
         assert_eq!(ok("T".into(), FieldType::Bool), Value::Bool(true));
         assert_eq!(ok("aGk=".into(), FieldType::Bytes), Value::Bytes(b"hi".to_vec()));
-        assert_eq!(ok(Value::Int64(1), FieldType::Timestamp), Value::Timestamp(Timestamp::from_micros(1_000_000).unwrap_or_else(|| panic!())));
+        assert_eq!(
+            ok(Value::Int64(1), FieldType::Timestamp),
+            Value::Timestamp(Timestamp::from_micros(1_000_000).unwrap_or_else(|| panic!()))
+        );
         assert_eq!(ok("x".into(), FieldType::Json), Value::Json("\"x\"".into()));
         assert_eq!(ok(Value::Float64(1.5), FieldType::Numeric).to_json_string(), "1.5");
         assert_eq!(ok(Value::Float64(1e300), FieldType::String), Value::String("1e+300".into()));

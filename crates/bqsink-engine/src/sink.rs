@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 
 use bqsink_core::{Record, RowError, TableRef};
 use bqsink_transport::request::HEADER_RESERVE_BYTES;
-use bqsink_transport::{AckFuture, AppendRequest, AppendStream, RowDescriptor, RowEncoder, TransportError, WriteClient, MAX_REQUEST_BYTES};
+use bqsink_transport::{
+    AckFuture, AppendRequest, AppendStream, RowDescriptor, RowEncoder, TransportError, WriteClient, MAX_REQUEST_BYTES,
+};
 use bytes::BytesMut;
 use tracing::{debug, warn};
 
@@ -115,7 +117,13 @@ impl std::fmt::Debug for TableSink {
 
 impl TableSink {
     /// A sink writing rows of `descriptor`'s schema into `table`'s default stream.
-    pub fn new(client: WriteClient, table: TableRef, descriptor: RowDescriptor, limits: BatchLimits, retry: RetryPolicy) -> Self {
+    pub fn new(
+        client: WriteClient,
+        table: TableRef,
+        descriptor: RowDescriptor,
+        limits: BatchLimits,
+        retry: RetryPolicy,
+    ) -> Self {
         let write_stream = table.default_stream();
         Self {
             table,
@@ -194,7 +202,8 @@ impl TableSink {
     }
 
     async fn send(&mut self, rows: BytesMut, row_count: usize) -> Result<(), EngineError> {
-        let request = AppendRequest::new(&self.write_stream, self.encoder.descriptor(), rows.freeze(), row_count, None)?;
+        let request =
+            AppendRequest::new(&self.write_stream, self.encoder.descriptor(), rows.freeze(), row_count, None)?;
         let ack = self.dispatch(request.clone()).await?;
         self.inflight.push_back(InFlight { request, ack });
         while self.inflight.len() > self.limits.max_inflight {

@@ -26,7 +26,11 @@ pub fn assert_cells_match(schema: &Schema, result: &QueryResult, expected: &[Jso
             let got = row.get(col).unwrap_or(&Json::Null);
             let exp = want.get(&field.name).unwrap_or(&Json::Null);
             if let Err(why) = cell_matches(field, got, exp) {
-                problems.push(format!("row {r} (id {}), column `{}`: {why}", want.get("id").unwrap_or(&Json::Null), field.name));
+                problems.push(format!(
+                    "row {r} (id {}), column `{}`: {why}",
+                    want.get("id").unwrap_or(&Json::Null),
+                    field.name
+                ));
             }
         }
     }
@@ -65,8 +69,12 @@ fn cell_matches(field: &Field, got: &Json, exp: &Json) -> Result<(), String> {
     };
     let (g, e) = (text(got), text(exp));
     let same = match field.field_type {
-        FieldType::Float64 => float(&g).zip(float(&e)).is_some_and(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())),
-        FieldType::Numeric | FieldType::BigNumeric => Decimal::parse(&g).ok().zip(Decimal::parse(&e).ok()).is_some_and(|(a, b)| a == b),
+        FieldType::Float64 => {
+            float(&g).zip(float(&e)).is_some_and(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()))
+        }
+        FieldType::Numeric | FieldType::BigNumeric => {
+            Decimal::parse(&g).ok().zip(Decimal::parse(&e).ok()).is_some_and(|(a, b)| a == b)
+        }
         FieldType::Bool => g.eq_ignore_ascii_case(&e),
         FieldType::Timestamp => g.parse::<i64>().ok().zip(e.parse::<i64>().ok()).is_some_and(|(a, b)| a == b),
         FieldType::Json => {
@@ -102,7 +110,11 @@ fn civil_text(s: &str) -> String {
     match s.split_once('.') {
         Some((head, frac)) => {
             let frac = frac.trim_end_matches('0');
-            if frac.is_empty() { head.to_owned() } else { format!("{head}.{frac}") }
+            if frac.is_empty() {
+                head.to_owned()
+            } else {
+                format!("{head}.{frac}")
+            }
         }
         None => s,
     }
@@ -128,7 +140,13 @@ mod tests {
         ]);
         let result = QueryResult {
             schema: schema.clone(),
-            rows: vec![vec![json!("1"), json!("1.50"), json!("{\"a\": [1]}"), json!("2024-01-02 03:04:05.100000"), json!(["1", "2"])]],
+            rows: vec![vec![
+                json!("1"),
+                json!("1.50"),
+                json!("{\"a\": [1]}"),
+                json!("2024-01-02 03:04:05.100000"),
+                json!(["1", "2"]),
+            ]],
         };
         let good = json!({"id": "1", "f": 1.5, "j": {"a": [1]}, "dt": "2024-01-02T03:04:05.1", "r": ["1", "2"]});
         assert_eq!(assert_cells_match(&schema, &result, &[good]), Ok(()));

@@ -108,9 +108,7 @@ impl Emulator {
             }
         }
         let err = last_clash.unwrap_or_else(|| anyhow!("no start attempt was made"));
-        Err(err.context(format!(
-            "bqemulator lost one of its ports to another process {START_ATTEMPTS} times in a row"
-        )))
+        Err(err.context(format!("bqemulator lost one of its ports to another process {START_ATTEMPTS} times in a row")))
     }
 
     /// `host:port` of the REST API, e.g. `127.0.0.1:40123`.
@@ -161,10 +159,7 @@ impl Emulator {
             self.log_path.display()
         );
         if let Err(err) = child.kill() {
-            eprintln!(
-                "bqsink-testkit: killing bqemulator (pid {}) failed: {err}",
-                child.id()
-            );
+            eprintln!("bqsink-testkit: killing bqemulator (pid {}) failed: {err}", child.id());
         }
         // Reap it, so it does not linger as a zombie.
         let _ = child.wait();
@@ -187,11 +182,7 @@ struct Install {
 
 impl Install {
     fn locate() -> anyhow::Result<Install> {
-        let env_path = |name: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
+        let env_path = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         Install::locate_with(env_path(ENV_VENV), env_path(ENV_HOME), workspace_root())
     }
 
@@ -200,9 +191,7 @@ impl Install {
         env_home: Option<PathBuf>,
         root: Option<PathBuf>,
     ) -> anyhow::Result<Install> {
-        let default_base = root
-            .as_ref()
-            .map(|root| root.join("target").join("bqemulator"));
+        let default_base = root.as_ref().map(|root| root.join("target").join("bqemulator"));
         let no_root = || {
             anyhow!(
                 "cannot locate bqemulator: no workspace root (a Cargo.toml with [workspace]) above \
@@ -251,10 +240,7 @@ fn not_installed(path: &Path) -> anyhow::Error {
 /// Whether `home/.duckdb/extensions/v<duckdb>/<some platform>/` holds both extensions
 /// bqemulator loads at start-up (without them DuckDB tries to download them, and fails offline).
 fn has_extensions(home: &Path) -> bool {
-    let dir = home
-        .join(".duckdb")
-        .join("extensions")
-        .join(format!("v{DUCKDB_VERSION}"));
+    let dir = home.join(".duckdb").join("extensions").join(format!("v{DUCKDB_VERSION}"));
     let Ok(platforms) = fs::read_dir(&dir) else {
         return false;
     };
@@ -272,12 +258,7 @@ fn workspace_root() -> Option<PathBuf> {
     [Some(from_manifest), from_cwd]
         .into_iter()
         .flatten()
-        .find_map(|start| {
-            start
-                .ancestors()
-                .find(|dir| is_workspace_root(dir))
-                .map(Path::to_path_buf)
-        })
+        .find_map(|start| start.ancestors().find(|dir| is_workspace_root(dir)).map(Path::to_path_buf))
 }
 
 fn is_workspace_root(dir: &Path) -> bool {
@@ -293,30 +274,18 @@ enum StartError {
 }
 
 fn start_once(install: &Install, attempt: u32) -> Result<Emulator, StartError> {
-    let (rest_port, grpc_port) = free_port_pair()
-        .context("picking free loopback ports for bqemulator")
-        .map_err(StartError::Other)?;
+    let (rest_port, grpc_port) =
+        free_port_pair().context("picking free loopback ports for bqemulator").map_err(StartError::Other)?;
     start_on(install, attempt, rest_port, grpc_port)
 }
 
-fn start_on(
-    install: &Install,
-    attempt: u32,
-    rest_port: u16,
-    grpc_port: u16,
-) -> Result<Emulator, StartError> {
+fn start_on(install: &Install, attempt: u32, rest_port: u16, grpc_port: u16) -> Result<Emulator, StartError> {
     let other = StartError::Other;
-    fs::create_dir_all(&install.logs)
-        .with_context(|| format!("creating {}", install.logs.display()))
-        .map_err(other)?;
+    fs::create_dir_all(&install.logs).with_context(|| format!("creating {}", install.logs.display())).map_err(other)?;
     let log_path = install.logs.join(log_file_name(attempt));
-    let log = File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))
-        .map_err(other)?;
-    let log_err = log
-        .try_clone()
-        .with_context(|| format!("duplicating the handle of {}", log_path.display()))
-        .map_err(other)?;
+    let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display())).map_err(other)?;
+    let log_err =
+        log.try_clone().with_context(|| format!("duplicating the handle of {}", log_path.display())).map_err(other)?;
 
     let bin = install.venv.join("bin");
     let mut child = Command::new(bin.join("python"))
@@ -346,13 +315,7 @@ fn start_on(
         })
         .map_err(other)?;
     let lifeline = child.stdin.take();
-    let mut emulator = Emulator {
-        child: Some(child),
-        lifeline,
-        rest_port,
-        grpc_port,
-        log_path,
-    };
+    let mut emulator = Emulator { child: Some(child), lifeline, rest_port, grpc_port, log_path };
 
     match wait_ready(&mut emulator) {
         Ok(()) => Ok(emulator),
@@ -360,21 +323,14 @@ fn start_on(
             emulator.shutdown();
             let tail = log_tail(&emulator.log_path);
             // uvicorn and grpc both say "Address already in use" when a port was taken.
-            let clash = fs::read(&emulator.log_path).is_ok_and(|log| {
-                String::from_utf8_lossy(&log)
-                    .to_ascii_lowercase()
-                    .contains("address already in use")
-            });
+            let clash = fs::read(&emulator.log_path)
+                .is_ok_and(|log| String::from_utf8_lossy(&log).to_ascii_lowercase().contains("address already in use"));
             let err = anyhow!(
                 "{failure} (REST port {rest_port}, gRPC port {grpc_port}); last {LOG_TAIL_LINES} \
                  lines of {}:\n{tail}",
                 emulator.log_path.display()
             );
-            Err(if clash {
-                StartError::PortClash(err)
-            } else {
-                StartError::Other(err)
-            })
+            Err(if clash { StartError::PortClash(err) } else { StartError::Other(err) })
         }
     }
 }
@@ -391,10 +347,7 @@ fn wait_ready(emulator: &mut Emulator) -> Result<(), String> {
     let pid = emulator.child.as_ref().map_or(0, Child::id);
     loop {
         if let Some(exited) = emulator.child_exited() {
-            return Err(format!(
-                "bqemulator exited during start-up ({exited}) after {:.1?}",
-                started.elapsed()
-            ));
+            return Err(format!("bqemulator exited during start-up ({exited}) after {:.1?}", started.elapsed()));
         }
         if !rest_ready {
             match http_get_status(emulator.rest_port, READY_PATH) {
@@ -404,10 +357,7 @@ fn wait_ready(emulator: &mut Emulator) -> Result<(), String> {
             }
         }
         if rest_ready {
-            match (
-                listens(pid, emulator.rest_port),
-                listens(pid, emulator.grpc_port),
-            ) {
+            match (listens(pid, emulator.rest_port), listens(pid, emulator.grpc_port)) {
                 (Some(true), Some(true)) => return Ok(()),
                 (Some(false), _) => last = "the REST port answers, but not from our process".into(),
                 (_, Some(false)) => last = "the gRPC port is not bound by our process yet".into(),
@@ -422,9 +372,7 @@ fn wait_ready(emulator: &mut Emulator) -> Result<(), String> {
             }
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "bqemulator did not become ready within {START_TIMEOUT:?} ({last})"
-            ));
+            return Err(format!("bqemulator did not become ready within {START_TIMEOUT:?} ({last})"));
         }
         thread::sleep(Duration::from_millis(50));
     }
@@ -446,9 +394,7 @@ fn listens(pid: u32, port: u16) -> Option<bool> {
             if fields.len() < 10 || fields[3] != "0A" {
                 continue;
             }
-            let local_port = fields[1]
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            let local_port = fields[1].rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
             if local_port == Some(port) {
                 if let Ok(inode) = fields[9].parse::<u64>() {
                     inodes.insert(inode);
@@ -465,11 +411,7 @@ fn listens(pid: u32, port: u16) -> Option<bool> {
             .ok()
             .and_then(|target| {
                 let target = target.to_str()?;
-                target
-                    .strip_prefix("socket:[")?
-                    .strip_suffix(']')?
-                    .parse::<u64>()
-                    .ok()
+                target.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok()
             })
             .is_some_and(|inode| inodes.contains(&inode))
     }))
@@ -498,14 +440,8 @@ fn free_port_pair() -> io::Result<(u16, u16)> {
 fn log_file_name(attempt: u32) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    format!(
-        "emulator-{millis}-{}-{n}-a{attempt}.log",
-        std::process::id()
-    )
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    format!("emulator-{millis}-{}-{n}-a{attempt}.log", std::process::id())
 }
 
 /// Status code of `GET path` on `127.0.0.1:port` (HTTP/1.1, `Connection: close`).
@@ -514,22 +450,14 @@ fn http_get_status(port: u16, path: &str) -> io::Result<u16> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let head = String::from_utf8_lossy(&response[..response.len().min(64)]).into_owned();
     head.strip_prefix("HTTP/1.")
         .and_then(|rest| rest.get(2..5))
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("not an HTTP response: {head:?}"),
-            )
-        })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("not an HTTP response: {head:?}")))
 }
 
 /// The last lines of the log (each cut to 400 characters), or why it could not be read.
@@ -565,11 +493,7 @@ mod tests {
     #[test]
     fn finds_the_workspace_root() {
         let root = workspace_root().expect("workspace root");
-        assert!(
-            root.join("crates").join("bqsink-testkit").is_dir(),
-            "{}",
-            root.display()
-        );
+        assert!(root.join("crates").join("bqsink-testkit").is_dir(), "{}", root.display());
     }
 
     #[test]
@@ -588,8 +512,7 @@ mod tests {
 
     #[test]
     fn a_missing_install_says_how_to_install() {
-        let root =
-            std::env::temp_dir().join(format!("bqsink-testkit-noinstall-{}", std::process::id()));
+        let root = std::env::temp_dir().join(format!("bqsink-testkit-noinstall-{}", std::process::id()));
         let err = Install::locate_with(None, None, Some(root.clone())).expect_err("not installed");
         let venv = root.join("target").join("bqemulator").join("venv");
         assert_eq!(
@@ -614,10 +537,7 @@ mod tests {
         for (rest, grpc) in [(taken_port, free), (free, taken_port)] {
             match start_on(&install, 1, rest, grpc) {
                 Err(StartError::PortClash(err)) => {
-                    assert!(
-                        err.to_string().contains("exited during start-up"),
-                        "{err:#}"
-                    )
+                    assert!(err.to_string().contains("exited during start-up"), "{err:#}")
                 }
                 Err(StartError::Other(err)) => panic!("not classified as a clash: {err:#}"),
                 Ok(_) => panic!("started on a taken port"),

@@ -52,9 +52,7 @@ impl WriteClient {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
         if !endpoints.emulator {
-            ep = ep
-                .tls_config(ClientTlsConfig::new().with_webpki_roots())
-                .map_err(|e| connect_err(&e))?;
+            ep = ep.tls_config(ClientTlsConfig::new().with_webpki_roots()).map_err(|e| connect_err(&e))?;
         }
         let channel = ep.connect().await.map_err(|e| connect_err(&source_chain(&e)))?;
         Ok(Self { channel, auth, endpoint: endpoints.grpc.clone() })
@@ -69,11 +67,8 @@ impl WriteClient {
     /// the write stream named in the routing header.
     pub fn append_stream(&self, routing_stream: &str) -> AppendStream {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let task = StreamTask {
-            channel: self.channel.clone(),
-            auth: self.auth.clone(),
-            routing: routing_stream.to_owned(),
-        };
+        let task =
+            StreamTask { channel: self.channel.clone(), auth: self.auth.clone(), routing: routing_stream.to_owned() };
         tokio::spawn(task.run(rx));
         AppendStream { tx }
     }
@@ -117,9 +112,9 @@ pub struct AckFuture(oneshot::Receiver<Result<AppendAck, TransportError>>);
 impl Future for AckFuture {
     type Output = Result<AppendAck, TransportError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| Err(TransportError::StreamClosed("the stream task ended".into())))
-        })
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(TransportError::StreamClosed("the stream task ended".into()))))
     }
 }
 
@@ -177,10 +172,19 @@ impl StreamTask {
         let mut request = tonic::Request::new(UnboundedReceiverStream::new(req_rx));
         let md = request.metadata_mut();
         let params = format!("write_stream={}", percent_encode(&self.routing));
-        md.insert("x-goog-request-params", params.parse().map_err(|_| TransportError::Protocol("bad routing header".into()))?);
-        md.insert("x-goog-api-client", concat!("gl-rust/bqsink-", env!("CARGO_PKG_VERSION")).parse().map_err(|_| TransportError::Protocol("bad client header".into()))?);
+        md.insert(
+            "x-goog-request-params",
+            params.parse().map_err(|_| TransportError::Protocol("bad routing header".into()))?,
+        );
+        md.insert(
+            "x-goog-api-client",
+            concat!("gl-rust/bqsink-", env!("CARGO_PKG_VERSION"))
+                .parse()
+                .map_err(|_| TransportError::Protocol("bad client header".into()))?,
+        );
         if let Some(h) = self.auth.header().await? {
-            let value = h.parse().map_err(|_| TransportError::Auth("the access token is not a valid header value".into()))?;
+            let value =
+                h.parse().map_err(|_| TransportError::Auth("the access token is not a valid header value".into()))?;
             md.insert("authorization", value);
         }
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
@@ -261,17 +265,12 @@ fn percent_encode(s: &str) -> String {
 fn convert_response(r: storage::AppendRowsResponse) -> Result<AppendAck, TransportError> {
     use storage::append_rows_response::Response;
     let updated_schema = r.updated_schema.map(|s| Schema::new(s.fields.into_iter().map(convert_field).collect()));
-    let rejected: Vec<RejectedRow> = r
-        .row_errors
-        .into_iter()
-        .map(|e| RejectedRow { index: e.index.max(0) as u64, message: e.message })
-        .collect();
+    let rejected: Vec<RejectedRow> =
+        r.row_errors.into_iter().map(|e| RejectedRow { index: e.index.max(0) as u64, message: e.message }).collect();
     match r.response {
-        Some(Response::Error(status)) => Err(TransportError::Append {
-            code: StatusCode::from_i32(status.code),
-            message: status.message,
-            rejected,
-        }),
+        Some(Response::Error(status)) => {
+            Err(TransportError::Append { code: StatusCode::from_i32(status.code), message: status.message, rejected })
+        }
         _ if !rejected.is_empty() => Err(TransportError::Append {
             code: StatusCode::InvalidArgument,
             message: "rows were refused".into(),

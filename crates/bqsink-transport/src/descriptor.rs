@@ -146,9 +146,7 @@ impl RowDescriptor {
         let root_names = proto_names(&schema.fields);
         let type_names = nested_type_names(&schema.fields, &root_names);
         write_descriptor(&mut buf, ROOT_MESSAGE_NAME, &schema.fields, "R", &type_names, true);
-        Ok(Self {
-            inner: Arc::new(DescriptorInner { schema: schema.clone(), root, slots, descriptor: buf.freeze() }),
-        })
+        Ok(Self { inner: Arc::new(DescriptorInner { schema: schema.clone(), root, slots, descriptor: buf.freeze() }) })
     }
 
     /// The schema this descriptor was compiled from.

@@ -154,7 +154,11 @@ impl RowEncoder {
                     other => {
                         return Err(RowError::new(
                             path.render(),
-                            format!("expected an array for a REPEATED column, got {} ({})", other.kind(), other.preview()),
+                            format!(
+                                "expected an array for a REPEATED column, got {} ({})",
+                                other.kind(),
+                                other.preview()
+                            ),
                         ))
                     }
                 };

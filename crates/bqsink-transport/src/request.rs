@@ -102,8 +102,9 @@ mod tests {
             let r = Record::new().with("id", i as i64).with("s", "x".repeat(i));
             enc.encode_row_entry(&r, &mut rows).expect("encode");
         }
-        let req = AppendRequest::new("projects/p/datasets/d/tables/t/streams/_default", &desc, rows.freeze(), 300, Some(42))
-            .expect("request");
+        let req =
+            AppendRequest::new("projects/p/datasets/d/tables/t/streams/_default", &desc, rows.freeze(), 300, Some(42))
+                .expect("request");
         let decoded = google_cloud_googleapis::cloud::bigquery::storage::v1::AppendRowsRequest::decode(req.to_bytes())
             .expect("valid protobuf");
         assert_eq!(decoded.write_stream, "projects/p/datasets/d/tables/t/streams/_default");

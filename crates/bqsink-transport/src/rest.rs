@@ -149,10 +149,10 @@ impl RestClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| TransportError::Connect {
-            endpoint: self.base.clone(),
-            message: crate_source_chain(&e),
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| TransportError::Connect { endpoint: self.base.clone(), message: crate_source_chain(&e) })?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| TransportError::Protocol(e.to_string()))?;
         debug!(%method, path, status, "bigquery rest");
@@ -245,7 +245,8 @@ impl RestClient {
     /// in an HTTP 200 answer — is an error.
     pub async fn query(&self, project: &str, sql: &str) -> Result<QueryResult, TransportError> {
         let body = json!({ "query": sql, "useLegacySql": false, "timeoutMs": 60_000, "maxResults": 100_000 });
-        let (_, mut resp) = self.call(reqwest::Method::POST, &format!("/projects/{project}/queries"), Some(&body)).await?;
+        let (_, mut resp) =
+            self.call(reqwest::Method::POST, &format!("/projects/{project}/queries"), Some(&body)).await?;
         let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
         loop {
             check_query_errors(&resp)?;
@@ -285,11 +286,7 @@ fn check_query_errors(resp: &Json) -> Result<(), TransportError> {
 /// Turns the `{"f":[{"v":…}]}` row shape into plain cells.
 fn unwrap_row(row: &Json, fields: &[bqsink_core::Field]) -> Vec<Json> {
     let cells = row["f"].as_array().map(Vec::as_slice).unwrap_or_default();
-    cells
-        .iter()
-        .enumerate()
-        .map(|(i, c)| unwrap_cell(&c["v"], fields.get(i)))
-        .collect()
+    cells.iter().enumerate().map(|(i, c)| unwrap_cell(&c["v"], fields.get(i))).collect()
 }
 
 fn unwrap_cell(v: &Json, field: Option<&bqsink_core::Field>) -> Json {

@@ -12,7 +12,7 @@ pub(crate) const WIRE_LEN: u32 = 2;
 pub(crate) const fn varint_len(v: u64) -> usize {
     // 1 byte per 7 bits, at least one.
     let bits = 64 - (v | 1).leading_zeros() as usize;
-    (bits + 6) / 7
+    bits.div_ceil(7)
 }
 
 #[inline]

@@ -95,7 +95,10 @@ impl Destination {
 
     /// Queues many rows; returns the errors of rows that cannot be written, with their index in
     /// `records`. Fails as a whole only when BigQuery cannot take the rows.
-    pub async fn write_batch(&self, records: impl IntoIterator<Item = Record>) -> Result<Vec<bqsink_core::RowError>, Error> {
+    pub async fn write_batch(
+        &self,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<Vec<bqsink_core::RowError>, Error> {
         let mut rejected = Vec::new();
         for (i, r) in records.into_iter().enumerate() {
             match self.write(r).await {
@@ -236,12 +239,17 @@ impl DestinationBuilder {
                 let column = schema.field(c).ok_or_else(|| {
                     ConfigError::new("clustering_fields", format!("`{c}` is not a column of the schema"))
                 })?;
-                if matches!(column.field_type, FieldType::Record | FieldType::Json | FieldType::Float64 | FieldType::Geography)
-                    || column.mode == Mode::Repeated
+                if matches!(
+                    column.field_type,
+                    FieldType::Record | FieldType::Json | FieldType::Float64 | FieldType::Geography
+                ) || column.mode == Mode::Repeated
                 {
                     return Err(ConfigError::new(
                         "clustering_fields",
-                        format!("`{c}` is {} {}; clustering needs a top-level, non-repeated column of a groupable type", column.mode, column.field_type),
+                        format!(
+                            "`{c}` is {} {}; clustering needs a top-level, non-repeated column of a groupable type",
+                            column.mode, column.field_type
+                        ),
                     )
                     .into());
                 }
@@ -315,7 +323,8 @@ mod tests {
 
     #[test]
     fn partitioning_and_clustering_are_checked_against_the_schema() {
-        let b = Destination::builder().partition_field("ts").partition_type(PartitionType::Hour).clustering_fields(["k"]);
+        let b =
+            Destination::builder().partition_field("ts").partition_type(PartitionType::Hour).clustering_fields(["k"]);
         let spec = b.table_spec(&schema()).expect("valid");
         assert_eq!(spec.time_partitioning.map(|p| p.partition_type), Some(PartitionType::Hour));
         assert!(Destination::builder().partition_field("k").table_spec(&schema()).is_err());

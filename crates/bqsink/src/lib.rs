@@ -12,4 +12,6 @@ pub use bqsink_core::{
     Record, RowError, Schema, SchemaError, TableRef, Time, TimePartitioning, Timestamp, Value, WriteDisposition,
 };
 pub use bqsink_engine::{BatchLimits, RetryPolicy};
-pub use bqsink_transport::{Auth, Endpoints, QueryResult, RestClient, StatusCode, TableInfo, TableSpec, TransportError};
+pub use bqsink_transport::{
+    Auth, Endpoints, QueryResult, RestClient, StatusCode, TableInfo, TableSpec, TransportError,
+};
