@@ -2,6 +2,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod civil;
+pub mod config;
 pub mod decimal;
 pub mod error;
 pub mod json;
@@ -10,8 +11,9 @@ pub mod table;
 pub mod value;
 
 pub use civil::{Date, DateTime, Time, Timestamp};
+pub use config::DestinationConfig;
 pub use decimal::Decimal;
 pub use error::{ConfigError, RowError, SchemaError, ValueError};
 pub use schema::{Field, FieldType, Mode, Schema};
-pub use table::{Clustering, CreateDisposition, PartitionType, TableRef, TimePartitioning, WriteDisposition};
+pub use table::{Clustering, CreateDisposition, PartitionType, TableRef, TimePartitioning, WriteDisposition, WriteMode};
 pub use value::{Name, Record, Value};

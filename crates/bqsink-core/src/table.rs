@@ -181,3 +181,28 @@ pub enum WriteDisposition {
     /// Write only into an empty table.
     WriteEmpty,
 }
+
+/// How rows reach the table (the Storage Write API stream type used).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// The `_default` stream: at-least-once, rows queryable as soon as acknowledged.
+    #[default]
+    Streaming,
+    /// COMMITTED streams with offsets: each row exactly once, queryable when acknowledged.
+    ExactlyOnce,
+    /// PENDING streams committed together at close: all rows appear at once, or none.
+    Batch,
+}
+
+impl std::str::FromStr for WriteMode {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "streaming" => Ok(Self::Streaming),
+            "exactly_once" => Ok(Self::ExactlyOnce),
+            "batch" => Ok(Self::Batch),
+            _ => Err(ConfigError::new("write_mode", format!("`{s}`: expected streaming, exactly_once or batch"))),
+        }
+    }
+}

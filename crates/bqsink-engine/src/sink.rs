@@ -3,10 +3,11 @@
 
 use std::collections::VecDeque;
 
-use bqsink_core::{Record, RowError, TableRef};
+use bqsink_core::{Record, RowError, TableRef, WriteMode};
 use bqsink_transport::request::HEADER_RESERVE_BYTES;
 use bqsink_transport::{
-    AckFuture, AppendRequest, AppendStream, RowDescriptor, RowEncoder, TransportError, WriteClient, MAX_REQUEST_BYTES,
+    AckFuture, AppendRequest, AppendStream, RowDescriptor, RowEncoder, StatusCode, StreamKind, TransportError,
+    WriteClient, MAX_REQUEST_BYTES,
 };
 use bytes::BytesMut;
 use tracing::{debug, warn};
@@ -89,10 +90,15 @@ struct InFlight {
     ack: AckFuture,
 }
 
-/// Writes rows of one table through its default stream.
+/// Writes rows of one table, through its default stream or an application-created stream
+/// depending on the [`WriteMode`].
 pub struct TableSink {
     table: TableRef,
-    write_stream: String,
+    mode: WriteMode,
+    /// The stream rows go to; for ExactlyOnce and Batch it is created with the first request.
+    write_stream: Option<String>,
+    /// Offset of the next request's first row (ExactlyOnce and Batch).
+    next_offset: i64,
     client: WriteClient,
     stream: Option<AppendStream>,
     encoder: RowEncoder,
@@ -124,10 +130,12 @@ impl TableSink {
         limits: BatchLimits,
         retry: RetryPolicy,
     ) -> Self {
-        let write_stream = table.default_stream();
+        let write_stream = Some(table.default_stream());
         Self {
             table,
+            mode: WriteMode::Streaming,
             write_stream,
+            next_offset: 0,
             client,
             stream: None,
             encoder: RowEncoder::new(descriptor),
@@ -138,6 +146,18 @@ impl TableSink {
             inflight: VecDeque::new(),
             stats: SinkStats::default(),
         }
+    }
+
+    /// The same sink in another write mode (before the first write).
+    pub fn with_mode(mut self, mode: WriteMode) -> Self {
+        self.mode = mode;
+        self.write_stream = (mode == WriteMode::Streaming).then(|| self.table.default_stream());
+        self
+    }
+
+    /// The write mode.
+    pub fn mode(&self) -> WriteMode {
+        self.mode
     }
 
     /// The table written to.
@@ -178,12 +198,41 @@ impl TableSink {
         Ok(())
     }
 
-    /// Sends what is buffered and waits for every acknowledgement.
+    /// Sends what is buffered and waits for every acknowledgement. In Batch mode the rows are
+    /// still invisible until [`TableSink::finish`].
     pub async fn flush(&mut self) -> Result<(), EngineError> {
         self.send_buffered().await?;
         while let Some(f) = self.inflight.pop_front() {
             self.settle(f).await?;
         }
+        Ok(())
+    }
+
+    /// Flushes, then ends the stream: ExactlyOnce finalizes its COMMITTED stream; Batch
+    /// finalizes its PENDING stream and commits it, so all its rows appear at once (or, on
+    /// error, none do).
+    pub async fn finish(&mut self) -> Result<(), EngineError> {
+        self.flush().await?;
+        let Some(name) = self.write_stream.clone() else { return Ok(()) };
+        match self.mode {
+            WriteMode::Streaming => {}
+            WriteMode::ExactlyOnce => {
+                self.client.finalize_write_stream(&name).await?;
+            }
+            WriteMode::Batch => {
+                let rows = self.client.finalize_write_stream(&name).await?;
+                if rows != self.next_offset {
+                    return Err(EngineError::Transport(TransportError::Protocol(format!(
+                        "the pending stream holds {rows} rows but {} were sent; not committing",
+                        self.next_offset
+                    ))));
+                }
+                self.client.batch_commit(&self.table, std::slice::from_ref(&name)).await?;
+            }
+        }
+        self.write_stream = None;
+        self.stream = None;
+        self.next_offset = 0;
         Ok(())
     }
 
@@ -201,9 +250,25 @@ impl TableSink {
         self.send(rows, n).await
     }
 
+    async fn stream_name(&mut self) -> Result<String, TransportError> {
+        if let Some(name) = &self.write_stream {
+            return Ok(name.clone());
+        }
+        let kind = if self.mode == WriteMode::Batch { StreamKind::Pending } else { StreamKind::Committed };
+        let info = self.client.create_write_stream(&self.table, kind).await?;
+        debug!(table = %self.table, stream = %info.name, ?kind, "created write stream");
+        self.write_stream = Some(info.name.clone());
+        self.next_offset = 0;
+        Ok(info.name)
+    }
+
     async fn send(&mut self, rows: BytesMut, row_count: usize) -> Result<(), EngineError> {
-        let request =
-            AppendRequest::new(&self.write_stream, self.encoder.descriptor(), rows.freeze(), row_count, None)?;
+        let name = self.stream_name().await?;
+        let offset = (self.mode != WriteMode::Streaming).then_some(self.next_offset);
+        let request = AppendRequest::new(&name, self.encoder.descriptor(), rows.freeze(), row_count, offset)?;
+        if offset.is_some() {
+            self.next_offset += row_count as i64;
+        }
         let ack = self.dispatch(request.clone()).await?;
         self.inflight.push_back(InFlight { request, ack });
         while self.inflight.len() > self.limits.max_inflight {
@@ -221,7 +286,8 @@ impl TableSink {
                 if self.stream.is_some() {
                     self.stats.reconnects += 1;
                 }
-                let s = self.client.append_stream(&self.write_stream);
+                let name = self.stream_name().await?;
+                let s = self.client.append_stream(&name);
                 self.stream = Some(s.clone());
                 s
             }
@@ -233,7 +299,16 @@ impl TableSink {
     async fn settle(&mut self, mut f: InFlight) -> Result<(), EngineError> {
         let mut attempt = 1;
         loop {
-            match (&mut f.ack).await {
+            let outcome = match (&mut f.ack).await {
+                // With offsets, ALREADY_EXISTS means an earlier attempt of this very request was
+                // written: the rows are in the table once, which is the point.
+                Err(TransportError::Append { code: StatusCode::AlreadyExists, .. }) if f.request.offset().is_some() => {
+                    debug!(table = %self.table, offset = ?f.request.offset(), "rows already written");
+                    Ok(Default::default())
+                }
+                other => other,
+            };
+            match outcome {
                 Ok(ack) => {
                     if let Some(schema) = ack.updated_schema {
                         debug!(table = %self.table, columns = schema.fields.len(), "BigQuery reports a new table schema");

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bqsink_core::{Field, FieldType, Mode, Schema};
+use bqsink_core::{Field, FieldType, Mode, Schema, TableRef};
 use google_cloud_googleapis::cloud::bigquery::storage::v1 as storage;
 use http::uri::PathAndQuery;
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +28,49 @@ use crate::request::AppendRequest;
 const APPEND_ROWS_PATH: &str = "/google.cloud.bigquery.storage.v1.BigQueryWrite/AppendRows";
 /// Requests queued for a stream's task before `send` waits.
 const COMMAND_QUEUE: usize = 64;
+/// Deadline of the unary Storage Write calls (create, get, finalize, commit).
+const UNARY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Kinds of application-created write streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamKind {
+    /// Rows visible as soon as acknowledged; offsets give exactly-once.
+    Committed,
+    /// Rows visible only after finalize and `BatchCommitWriteStreams`.
+    Pending,
+    /// Rows visible after `FlushRows`.
+    Buffered,
+}
+
+impl StreamKind {
+    fn proto(self) -> storage::write_stream::Type {
+        match self {
+            Self::Committed => storage::write_stream::Type::Committed,
+            Self::Pending => storage::write_stream::Type::Pending,
+            Self::Buffered => storage::write_stream::Type::Buffered,
+        }
+    }
+}
+
+/// An application-created write stream.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct WriteStreamInfo {
+    /// Full stream name (`projects/…/streams/…`).
+    pub name: String,
+    /// The table's schema when the stream was created, if BigQuery sent it.
+    pub table_schema: Option<Schema>,
+}
+
+impl WriteStreamInfo {
+    fn from_proto(ws: storage::WriteStream) -> Self {
+        Self {
+            name: ws.name,
+            table_schema: ws.table_schema.map(|s| Schema::new(s.fields.into_iter().map(convert_field).collect())),
+        }
+    }
+}
 
 /// A connection to the Storage Write API.
 #[derive(Clone, Debug)]
@@ -61,6 +104,77 @@ impl WriteClient {
     /// The gRPC endpoint.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    async fn unary_request<T>(&self, message: T, routing: &str) -> Result<tonic::Request<T>, TransportError> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(UNARY_TIMEOUT);
+        let md = request.metadata_mut();
+        if let Ok(v) = routing.parse() {
+            md.insert("x-goog-request-params", v);
+        }
+        if let Some(h) = self.auth.header().await? {
+            let value =
+                h.parse().map_err(|_| TransportError::Auth("the access token is not a valid header value".into()))?;
+            md.insert("authorization", value);
+        }
+        Ok(request)
+    }
+
+    fn admin(&self) -> storage::big_query_write_client::BigQueryWriteClient<Channel> {
+        storage::big_query_write_client::BigQueryWriteClient::new(self.channel.clone())
+    }
+
+    /// `CreateWriteStream`: an application-created stream of a table.
+    pub async fn create_write_stream(&self, table: &TableRef, kind: StreamKind) -> Result<WriteStreamInfo, TransportError> {
+        let parent = table.storage_path();
+        let message = storage::CreateWriteStreamRequest {
+            parent: parent.clone(),
+            write_stream: Some(storage::WriteStream { r#type: kind.proto() as i32, ..Default::default() }),
+        };
+        let request = self.unary_request(message, &format!("parent={}", percent_encode(&parent))).await?;
+        let ws = self.admin().create_write_stream(request).await.map_err(|s| TransportError::from_status(&s))?.into_inner();
+        Ok(WriteStreamInfo::from_proto(ws))
+    }
+
+    /// `GetWriteStream`.
+    pub async fn get_write_stream(&self, name: &str) -> Result<WriteStreamInfo, TransportError> {
+        let message = storage::GetWriteStreamRequest { name: name.to_owned(), view: 0 };
+        let request = self.unary_request(message, &format!("name={}", percent_encode(name))).await?;
+        let ws = self.admin().get_write_stream(request).await.map_err(|s| TransportError::from_status(&s))?.into_inner();
+        Ok(WriteStreamInfo::from_proto(ws))
+    }
+
+    /// `FinalizeWriteStream`: no more appends; returns the stream's row count.
+    pub async fn finalize_write_stream(&self, name: &str) -> Result<i64, TransportError> {
+        let message = storage::FinalizeWriteStreamRequest { name: name.to_owned() };
+        let request = self.unary_request(message, &format!("name={}", percent_encode(name))).await?;
+        let resp = self.admin().finalize_write_stream(request).await.map_err(|s| TransportError::from_status(&s))?;
+        Ok(resp.into_inner().row_count)
+    }
+
+    /// `BatchCommitWriteStreams`: makes finalized PENDING streams' rows visible, all at once.
+    /// Fails when BigQuery reports any stream error (then nothing was committed).
+    pub async fn batch_commit(&self, table: &TableRef, streams: &[String]) -> Result<(), TransportError> {
+        let parent = table.storage_path();
+        let message = storage::BatchCommitWriteStreamsRequest { parent: parent.clone(), write_streams: streams.to_vec() };
+        let request = self.unary_request(message, &format!("parent={}", percent_encode(&parent))).await?;
+        let resp = self
+            .admin()
+            .batch_commit_write_streams(request)
+            .await
+            .map_err(|s| TransportError::from_status(&s))?
+            .into_inner();
+        if let Some(first) = resp.stream_errors.first() {
+            return Err(TransportError::Grpc {
+                code: StatusCode::FailedPrecondition,
+                message: format!("commit refused for {}: {}", first.entity, first.error_message),
+            });
+        }
+        if resp.commit_time.is_none() {
+            return Err(TransportError::Protocol("BatchCommitWriteStreams answered without a commit time".into()));
+        }
+        Ok(())
     }
 
     /// Opens an AppendRows stream. The call starts with the first request; `routing_stream` is

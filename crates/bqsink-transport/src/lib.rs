@@ -12,7 +12,7 @@ pub mod request;
 pub mod rest;
 pub(crate) mod wire;
 
-pub use append::{AckFuture, AppendAck, AppendStream, WriteClient};
+pub use append::{AckFuture, AppendAck, AppendStream, StreamKind, WriteClient, WriteStreamInfo};
 pub use auth::Auth;
 pub use descriptor::RowDescriptor;
 pub use encoder::{RowEncoder, UnknownFields};

@@ -135,14 +135,22 @@ impl RestClient {
         &self.base
     }
 
-    async fn call(
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Json>) -> Result<(u16, Json), TransportError> {
+        self.call_if_match(method, path, body, None).await
+    }
+
+    async fn call_if_match(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Json>,
+        if_match: Option<&str>,
     ) -> Result<(u16, Json), TransportError> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method.clone(), &url);
+        if let Some(etag) = if_match {
+            req = req.header("if-match", etag);
+        }
         if let Some(h) = self.auth.header().await? {
             req = req.header("authorization", h);
         }
@@ -229,6 +237,20 @@ impl RestClient {
             Err(TransportError::Rest { status: 409, .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// `tables.patch` of the schema. With `etag`, BigQuery refuses (HTTP 412) when the table
+    /// changed since that version was read, so concurrent writers cannot overwrite each other.
+    pub async fn patch_table_schema(
+        &self,
+        table: &TableRef,
+        schema: &Schema,
+        etag: Option<&str>,
+    ) -> Result<TableInfo, TransportError> {
+        let path = format!("/projects/{}/datasets/{}/tables/{}", table.project, table.dataset, table.table);
+        let body = json!({ "schema": schema });
+        let (_, json) = self.call_if_match(reqwest::Method::PATCH, &path, Some(&body), etag).await?;
+        serde_json::from_value(json).map_err(|e| TransportError::Protocol(format!("tables.patch answer: {e}")))
     }
 
     /// `tables.delete`; `Ok(false)` when there was no such table.
