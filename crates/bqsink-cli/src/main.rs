@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use bqsink::{CreateDisposition, Destination, Error, PartitionType, Record, Schema};
+use bqsink::{CreateDisposition, Destination, Error, PartitionType, Record, Schema, WriteMode};
 use clap::{Parser, Subcommand};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -61,18 +61,18 @@ struct LoadArgs {
     /// Rows per AppendRows request.
     #[arg(long, default_value_t = 10_000)]
     batch_size: usize,
+    /// streaming (default stream, at-least-once), exactly-once (committed stream with offsets),
+    /// or batch (pending stream, committed at the end: all rows or none).
+    #[arg(long, default_value = "streaming")]
+    mode: WriteMode,
+    /// Append rows that cannot be written, with the reason, to this NDJSON file.
+    #[arg(long)]
+    dlq: Option<PathBuf>,
     /// Service-account key file (default: GOOGLE_APPLICATION_CREDENTIALS or discovered credentials).
     #[arg(long, env = "GOOGLE_APPLICATION_CREDENTIALS")]
     credentials: Option<PathBuf>,
     /// Input file of newline-delimited JSON, or `-` for stdin.
     input: String,
-}
-
-#[derive(Default)]
-struct Counts {
-    read: u64,
-    written: u64,
-    failed: u64,
 }
 
 fn main() -> ExitCode {
@@ -117,6 +117,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
         .dataset_id(&args.dataset)
         .table_id(&args.table)
         .batch_size(args.batch_size)
+        .write_mode(args.mode)
         .create_disposition(if args.no_create {
             CreateDisposition::CreateNever
         } else {
@@ -140,6 +141,9 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = &args.credentials {
         builder = builder.credentials_path(c);
     }
+    if let Some(path) = &args.dlq {
+        builder = builder.dead_letter_file(path);
+    }
     let dest = builder.build().await.map_err(explain)?;
 
     let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if args.input == "-" {
@@ -152,64 +156,65 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
         )
     };
     let mut lines = BufReader::with_capacity(1 << 20, reader).split(b'\n');
-    let mut counts = Counts::default();
+    let mut read = 0u64;
+    let mut printed = 0u64;
     let mut line_no = 0u64;
+    let mut report = |line: u64, message: &str| {
+        printed += 1;
+        if printed <= MAX_PRINTED_ROW_ERRORS {
+            eprintln!("bqsink: line {line}: {message}");
+        }
+    };
     while let Some(line) = lines.next_segment().await.context("cannot read the input")? {
         line_no += 1;
         let text = match std::str::from_utf8(&line) {
             Ok(t) => t.trim(),
             Err(_) => {
-                counts.read += 1;
-                row_failed(&mut counts, line_no, "the line is not valid UTF-8");
+                read += 1;
+                report(line_no, "the line is not valid UTF-8");
+                dest.dead_letter_raw(Some(line_no - 1), String::from_utf8_lossy(&line), "the line is not valid UTF-8")
+                    .map_err(explain)?;
                 continue;
             }
         };
         if text.is_empty() {
             continue;
         }
-        counts.read += 1;
+        read += 1;
         let record = match Record::from_json_str(text) {
             Ok(r) => r,
             Err(e) => {
-                row_failed(&mut counts, line_no, &e.to_string());
+                report(line_no, &e.to_string());
+                dest.dead_letter_raw(Some(line_no - 1), text, e.message).map_err(explain)?;
                 continue;
             }
         };
-        match dest.write(record).await {
-            Ok(()) => {}
-            Err(Error::Row(e)) => row_failed(&mut counts, line_no, &e.to_string()),
-            Err(e) => return Err(explain(e)),
+        if let Some(e) = dest.write_row(record, None).await.map_err(explain)? {
+            report(line_no, &e.to_string());
         }
     }
     let summary = dest.close().await.map_err(explain)?;
-    counts.written = summary.rows_written;
-    if counts.failed > MAX_PRINTED_ROW_ERRORS {
-        eprintln!("bqsink: … and {} more rows refused", counts.failed - MAX_PRINTED_ROW_ERRORS);
+    let failed = summary.rows_dead_lettered + summary.rows_rejected;
+    if printed > MAX_PRINTED_ROW_ERRORS {
+        eprintln!("bqsink: … and {} more rows refused", printed - MAX_PRINTED_ROW_ERRORS);
+    }
+    if let (Some(path), true) = (&args.dlq, summary.rows_dead_lettered > 0) {
+        eprintln!("bqsink: {} rows dead-lettered to {}", summary.rows_dead_lettered, path.display());
     }
     let secs = started.elapsed().as_secs_f64();
     #[allow(clippy::print_stdout)]
     {
         println!(
-            "read {}, written {}, dead-lettered {} ({:.1}s, {:.0} rows/s)",
-            counts.read,
-            counts.written,
-            counts.failed,
-            secs,
-            counts.written as f64 / secs.max(1e-9)
+            "read {read}, written {}, dead-lettered {failed} ({secs:.1}s, {:.0} rows/s)",
+            summary.rows_written,
+            summary.rows_written as f64 / secs.max(1e-9)
         );
     }
-    Ok(if counts.failed == 0 && counts.written == counts.read {
+    Ok(if failed == 0 && summary.rows_written == read {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_SOME_ROWS_FAILED)
     })
-}
-
-fn row_failed(counts: &mut Counts, line: u64, message: &str) {
-    counts.failed += 1;
-    if counts.failed <= MAX_PRINTED_ROW_ERRORS {
-        eprintln!("bqsink: line {line}: {message}");
-    }
 }
 
 /// Adds what to do to the errors a person meets first.

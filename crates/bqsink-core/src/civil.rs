@@ -202,6 +202,8 @@ pub const MIN_TIMESTAMP_MICROS: i64 = MIN_DATE_DAYS as i64 * MICROS_PER_DAY;
 pub const MAX_TIMESTAMP_MICROS: i64 = (MAX_DATE_DAYS as i64 + 1) * MICROS_PER_DAY - 1;
 
 impl Timestamp {
+    /// 1970-01-01T00:00:00Z.
+    pub const UNIX_EPOCH: Timestamp = Timestamp(0);
     /// A timestamp from µs since the epoch; `None` outside BigQuery's range.
     pub const fn from_micros(micros: i64) -> Option<Self> {
         if micros < MIN_TIMESTAMP_MICROS || micros > MAX_TIMESTAMP_MICROS {

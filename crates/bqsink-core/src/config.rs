@@ -107,7 +107,12 @@ impl Default for DestinationConfig {
 impl DestinationConfig {
     /// A configuration for one table with every other property at its default.
     pub fn new(project_id: impl Into<String>, dataset_id: impl Into<String>, table_id: impl Into<String>) -> Self {
-        Self { project_id: project_id.into(), dataset_id: dataset_id.into(), table_id: table_id.into(), ..Self::default() }
+        Self {
+            project_id: project_id.into(),
+            dataset_id: dataset_id.into(),
+            table_id: table_id.into(),
+            ..Self::default()
+        }
     }
 
     /// Reads a configuration from JSON text (unknown properties are an error).
@@ -141,7 +146,10 @@ impl DestinationConfig {
         if self.clustering_fields.len() > MAX_CLUSTERING_FIELDS {
             return Err(ConfigError::new(
                 "clustering_fields",
-                format!("{} columns given; BigQuery clusters on at most {MAX_CLUSTERING_FIELDS}", self.clustering_fields.len()),
+                format!(
+                    "{} columns given; BigQuery clusters on at most {MAX_CLUSTERING_FIELDS}",
+                    self.clustering_fields.len()
+                ),
             ));
         }
         if self.clustering_fields.iter().any(String::is_empty) {
@@ -153,7 +161,8 @@ impl DestinationConfig {
         if self.require_partition_filter && self.partition_field.is_none() {
             return Err(ConfigError::new("require_partition_filter", "needs partition_field"));
         }
-        if self.write_disposition == WriteDisposition::WriteTruncate && self.effective_write_mode() != WriteMode::Batch {
+        if self.write_disposition == WriteDisposition::WriteTruncate && self.effective_write_mode() != WriteMode::Batch
+        {
             return Err(ConfigError::new(
                 "write_disposition",
                 "WRITE_TRUNCATE replaces the table in one commit, so it needs write_mode batch (or enable_streaming: false)",

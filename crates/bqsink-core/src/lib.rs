@@ -15,5 +15,7 @@ pub use config::DestinationConfig;
 pub use decimal::Decimal;
 pub use error::{ConfigError, RowError, SchemaError, ValueError};
 pub use schema::{Field, FieldType, Mode, Schema};
-pub use table::{Clustering, CreateDisposition, PartitionType, TableRef, TimePartitioning, WriteDisposition, WriteMode};
+pub use table::{
+    Clustering, CreateDisposition, PartitionType, TableRef, TimePartitioning, WriteDisposition, WriteMode,
+};
 pub use value::{Name, Record, Value};

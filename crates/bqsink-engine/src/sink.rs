@@ -104,6 +104,8 @@ pub struct TableSink {
     encoder: RowEncoder,
     buf: BytesMut,
     rows_in_buf: usize,
+    /// When the oldest row of the current batch was encoded.
+    batch_started: Option<std::time::Instant>,
     limits: BatchLimits,
     retry: RetryPolicy,
     inflight: VecDeque<InFlight>,
@@ -141,6 +143,7 @@ impl TableSink {
             encoder: RowEncoder::new(descriptor),
             buf: BytesMut::with_capacity(64 * 1024),
             rows_in_buf: 0,
+            batch_started: None,
             limits,
             retry,
             inflight: VecDeque::new(),
@@ -188,9 +191,13 @@ impl TableSink {
             let earlier = self.buf.split_to(row_start);
             let n = self.rows_in_buf;
             self.rows_in_buf = 1;
+            self.batch_started = Some(std::time::Instant::now());
             self.send(earlier, n).await?;
         } else {
             self.rows_in_buf += 1;
+        }
+        if self.batch_started.is_none() {
+            self.batch_started = Some(std::time::Instant::now());
         }
         if self.rows_in_buf >= self.limits.max_rows || self.buf.len() >= self.limits.max_bytes {
             self.send_buffered().await?;
@@ -241,12 +248,31 @@ impl TableSink {
         self.rows_in_buf + self.inflight.iter().map(|f| f.request.row_count()).sum::<usize>()
     }
 
+    /// Sends the current batch when its oldest row has waited at least `age` (the batch
+    /// timeout), without waiting for acknowledgements beyond the in-flight bound.
+    pub async fn send_if_older_than(&mut self, age: std::time::Duration) -> Result<(), EngineError> {
+        match self.batch_started {
+            Some(t) if t.elapsed() >= age => self.send_buffered().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Replaces the schema rows are encoded with (after a schema change). Rows already
+    /// encoded are sent first with the old writer schema; they stay valid because BigQuery
+    /// changes only add or relax columns.
+    pub async fn set_descriptor(&mut self, descriptor: RowDescriptor) -> Result<(), EngineError> {
+        self.send_buffered().await?;
+        self.encoder = RowEncoder::new(descriptor);
+        Ok(())
+    }
+
     async fn send_buffered(&mut self) -> Result<(), EngineError> {
         if self.rows_in_buf == 0 {
             return Ok(());
         }
         let rows = self.buf.split();
         let n = std::mem::take(&mut self.rows_in_buf);
+        self.batch_started = None;
         self.send(rows, n).await
     }
 

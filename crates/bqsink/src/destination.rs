@@ -2,35 +2,58 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bqsink_core::{
-    ConfigError, CreateDisposition, FieldType, Mode, PartitionType, Record, Schema, TableRef, TimePartitioning,
+    ConfigError, CreateDisposition, DestinationConfig, FieldType, Mode, PartitionType, Record, RowError, Schema,
+    TableRef, TimePartitioning, WriteDisposition, WriteMode,
 };
-use bqsink_engine::{BatchLimits, RetryPolicy, TableSink};
+use bqsink_engine::{
+    BatchLimits, DeadLetter, DeadLetterQueue, EngineError, NdjsonFile, Payload, Reason, RetryPolicy, TableSink,
+};
+use bqsink_schema::Change;
 use bqsink_transport::{Auth, Endpoints, RestClient, RowDescriptor, TableSpec, WriteClient};
+use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::Error;
 
-/// Writes rows into one BigQuery table through the Storage Write API's default stream
-/// (at-least-once, rows queryable as soon as they are acknowledged).
+/// Writes rows into one BigQuery table through the Storage Write API, in the configured
+/// [`WriteMode`]. Cheap to share: every method takes `&self`.
 #[derive(Debug)]
 pub struct Destination {
+    inner: Arc<Inner>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: DestinationConfig,
     table: TableRef,
-    schema: Schema,
+    schema: std::sync::RwLock<Schema>,
     rest: RestClient,
     sink: Mutex<TableSink>,
+    dlq: Option<Arc<dyn DeadLetterQueue>>,
+    /// An error the batch-timeout task met, reported by the next call.
+    deferred: std::sync::Mutex<Option<Error>>,
+    rows_read: AtomicU64,
     rows_rejected: AtomicU64,
+    rows_dead_lettered: AtomicU64,
 }
 
 /// What a destination did, at `close`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Summary {
-    /// Rows acknowledged by BigQuery.
+    /// Rows given to `write` and friends.
+    pub rows_read: u64,
+    /// Rows acknowledged by BigQuery (in Batch mode: committed).
     pub rows_written: u64,
-    /// Rows refused (each returned to the caller as [`Error::Row`]).
+    /// Rows sent to the dead-letter queue.
+    pub rows_dead_lettered: u64,
+    /// Rows refused and returned to the caller as [`Error::Row`] (no dead-letter queue set).
     pub rows_rejected: u64,
     /// AppendRows requests acknowledged.
     pub requests: u64,
@@ -40,23 +63,29 @@ pub struct Summary {
     pub retries: u64,
 }
 
+/// Per-row outcome of [`Destination::write_stream`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamReport {
+    /// Rows taken from the stream.
+    pub rows_read: u64,
+    /// Rows accepted (encoded and sent; acknowledged when the call returns).
+    pub rows_accepted: u64,
+    /// Rows refused, with their position in the stream (also dead-lettered when a queue is set).
+    pub errors: Vec<RowError>,
+}
+
 /// Builds a [`Destination`].
 #[derive(Debug, Default)]
 pub struct DestinationBuilder {
-    project_id: Option<String>,
-    dataset_id: Option<String>,
-    table_id: Option<String>,
+    config: DestinationConfig,
     schema: Option<Schema>,
     endpoints: Option<Endpoints>,
-    credentials_path: Option<PathBuf>,
     auth: Option<Auth>,
-    location: Option<String>,
-    create_disposition: CreateDisposition,
-    partition_field: Option<String>,
-    partition_type: Option<PartitionType>,
-    clustering_fields: Vec<String>,
-    limits: BatchLimits,
+    dlq: Option<Arc<dyn DeadLetterQueue>>,
+    dlq_path: Option<PathBuf>,
     retry: RetryPolicy,
+    max_batch_bytes: Option<usize>,
 }
 
 impl Destination {
@@ -65,85 +94,288 @@ impl Destination {
         DestinationBuilder::default()
     }
 
-    /// The table written to.
-    pub fn table(&self) -> &TableRef {
-        &self.table
+    /// Builds a destination from a configuration (see [`DestinationConfig`]).
+    pub async fn from_config(config: DestinationConfig) -> Result<Destination, Error> {
+        DestinationBuilder::from_config(config).build().await
     }
 
-    /// The table's schema rows are encoded with.
-    pub fn schema(&self) -> &Schema {
-        &self.schema
+    /// The table written to.
+    pub fn table(&self) -> &TableRef {
+        &self.inner.table
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &DestinationConfig {
+        &self.inner.config
+    }
+
+    /// The table schema rows are encoded with.
+    pub fn schema(&self) -> Schema {
+        self.inner.schema.read().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The REST client (datasets, tables, queries) with this destination's endpoint and credentials.
     pub fn rest(&self) -> &RestClient {
-        &self.rest
+        &self.inner.rest
     }
 
-    /// Queues one row. A row that cannot be written returns [`Error::Row`] naming the column;
-    /// other errors mean BigQuery could not take the batch the row was in.
-    pub async fn write(&self, record: Record) -> Result<(), Error> {
-        let mut sink = self.sink.lock().await;
-        match sink.write(&record).await {
-            Err(bqsink_engine::EngineError::Row(e)) => {
-                self.rows_rejected.fetch_add(1, Ordering::Relaxed);
-                Err(Error::Row(e))
-            }
-            other => other.map_err(Error::from),
+    fn take_deferred(&self) -> Result<(), Error> {
+        match self.inner.deferred.lock().ok().and_then(|mut d| d.take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
-    /// Queues many rows; returns the errors of rows that cannot be written, with their index in
-    /// `records`. Fails as a whole only when BigQuery cannot take the rows.
-    pub async fn write_batch(
-        &self,
-        records: impl IntoIterator<Item = Record>,
-    ) -> Result<Vec<bqsink_core::RowError>, Error> {
+    /// Writes one row: returns `Ok` once it is queued. A row that cannot be written goes to the
+    /// dead-letter queue when one is set (and `Ok` is returned), else comes back as
+    /// [`Error::Row`] naming the column. Other errors mean BigQuery could not take a batch.
+    pub async fn write(&self, record: Record) -> Result<(), Error> {
+        match self.write_one(record, None).await? {
+            Some(e) if self.inner.dlq.is_none() => Err(Error::Row(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes many rows; returns the errors of rows that could not be written, with their index
+    /// in `records` (dead-lettered too when a queue is set). Fails as a whole only when BigQuery
+    /// cannot take the rows.
+    pub async fn write_batch(&self, records: impl IntoIterator<Item = Record>) -> Result<Vec<RowError>, Error> {
         let mut rejected = Vec::new();
         for (i, r) in records.into_iter().enumerate() {
-            match self.write(r).await {
-                Ok(()) => {}
-                Err(Error::Row(e)) => rejected.push(e.at_row(i as u64)),
-                Err(e) => return Err(e),
+            if let Some(e) = self.write_one(r, Some(i as u64)).await? {
+                rejected.push(e);
             }
         }
         Ok(rejected)
     }
 
-    /// Sends every queued row and waits until BigQuery acknowledged them.
-    pub async fn flush(&self) -> Result<(), Error> {
-        self.sink.lock().await.flush().await.map_err(Error::from)
+    /// Writes every row of a stream, then flushes; reports each refused row with its position.
+    pub async fn write_stream(&self, records: impl Stream<Item = Record>) -> Result<StreamReport, Error> {
+        let mut report = StreamReport::default();
+        let mut records = std::pin::pin!(records);
+        while let Some(r) = records.next().await {
+            let index = report.rows_read;
+            report.rows_read += 1;
+            match self.write_one(r, Some(index)).await? {
+                Some(e) => report.errors.push(e),
+                None => report.rows_accepted += 1,
+            }
+        }
+        self.flush().await?;
+        Ok(report)
     }
 
-    /// Flushes and reports what was written.
-    pub async fn close(self) -> Result<Summary, Error> {
-        let mut sink = self.sink.into_inner();
-        sink.flush().await?;
+    /// Writes one row and says what became of it: `Ok(None)` queued, `Ok(Some(e))` refused
+    /// (and dead-lettered when a queue is set). `Err` only when BigQuery could not take a batch.
+    pub async fn write_row(&self, record: Record, index: Option<u64>) -> Result<Option<RowError>, Error> {
+        self.write_one(record, index).await
+    }
+
+    /// The shared path: `Ok(Some(e))` when the row was refused (and dead-lettered if possible).
+    async fn write_one(&self, record: Record, index: Option<u64>) -> Result<Option<RowError>, Error> {
+        self.take_deferred()?;
+        self.inner.rows_read.fetch_add(1, Ordering::Relaxed);
+        let result = self.inner.sink.lock().await.write(&record).await;
+        match result {
+            Ok(()) => Ok(None),
+            Err(EngineError::Row(mut e)) => {
+                if let Some(i) = index {
+                    e = e.at_row(i);
+                }
+                self.refuse(e.clone(), Payload::Record(record))?;
+                Ok(Some(e))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Records a refused row: into the dead-letter queue, or counted as returned to the caller.
+    fn refuse(&self, e: RowError, payload: Payload) -> Result<(), Error> {
+        match &self.inner.dlq {
+            Some(q) => {
+                q.push(DeadLetter::new(Reason::from_row_error(&self.inner.table, &e), payload)).map_err(|io| {
+                    Error::DeadLetter(format!("cannot write to the dead-letter queue ({io}); the row was: {e}"))
+                })?;
+                self.inner.rows_dead_lettered.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                self.inner.rows_rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Dead-letters input that never became a record (say, a line that is not JSON), so it is
+    /// counted and kept like any refused row. Without a dead-letter queue it is only counted.
+    pub fn dead_letter_raw(
+        &self,
+        row: Option<u64>,
+        text: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Result<(), Error> {
+        self.inner.rows_read.fetch_add(1, Ordering::Relaxed);
+        let mut e = RowError::new("", message);
+        e.row = row;
+        self.refuse(e, Payload::Raw(text.into()))
+    }
+
+    /// Sends every queued row and waits until BigQuery acknowledged them (in Batch mode they
+    /// become visible only at [`Destination::close`]).
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.take_deferred()?;
+        self.inner.sink.lock().await.flush().await?;
+        if let Some(q) = &self.inner.dlq {
+            q.flush().map_err(|e| Error::DeadLetter(format!("cannot flush the dead-letter queue: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes, ends the stream (Batch: finalizes and commits), and reports what was written.
+    pub async fn close(mut self) -> Result<Summary, Error> {
+        if let Some(t) = self.ticker.take() {
+            t.abort();
+        }
+        self.take_deferred()?;
+        let inner = &self.inner;
+        let mut sink = inner.sink.lock().await;
+        sink.finish().await?;
+        if let Some(q) = &inner.dlq {
+            q.flush().map_err(|e| Error::DeadLetter(format!("cannot flush the dead-letter queue: {e}")))?;
+        }
         let s = sink.stats();
         Ok(Summary {
+            rows_read: inner.rows_read.load(Ordering::Relaxed),
             rows_written: s.rows_written,
-            rows_rejected: self.rows_rejected.load(Ordering::Relaxed),
+            rows_dead_lettered: inner.rows_dead_lettered.load(Ordering::Relaxed),
+            rows_rejected: inner.rows_rejected.load(Ordering::Relaxed),
             requests: s.requests,
             bytes_written: s.bytes_written,
             retries: s.retries,
         })
     }
+
+    /// Creates the table with `schema` (and the configured partitioning and clustering) when it
+    /// does not exist; `Ok(false)` when it already did.
+    pub async fn create_schema(&self, schema: &Schema) -> Result<bool, Error> {
+        schema.validate()?;
+        let spec = table_spec(&self.inner.config, schema)?;
+        let created = self.inner.rest.create_table(&self.inner.table, &spec).await?;
+        if created {
+            self.adopt_live_schema().await?;
+        }
+        Ok(created)
+    }
+
+    /// Changes the table's schema towards `schema`, making only changes BigQuery accepts (add
+    /// NULLABLE / REPEATED columns, relax REQUIRED, widen numbers). Anything else is refused
+    /// before a request is sent, naming each column. Returns the changes made.
+    pub async fn alter_schema(&self, schema: &Schema) -> Result<Vec<Change>, Error> {
+        let info = self.inner.rest.get_table(&self.inner.table).await?.ok_or_else(|| Error::TableNotFound {
+            table: self.inner.table.clone(),
+            hint: "create it first with create_schema",
+        })?;
+        let (merged, changes) = bqsink_schema::plan_alter(&info.schema, schema).map_err(Error::SchemaChangeRefused)?;
+        if !changes.is_empty() {
+            self.inner.rest.patch_table_schema(&self.inner.table, &merged, info.etag.as_deref()).await?;
+            info!(table = %self.inner.table, changes = changes.len(), "altered table schema");
+            self.adopt_live_schema().await?;
+        }
+        Ok(changes)
+    }
+
+    /// Deletes the table; `Ok(false)` when it did not exist. Writes after this fail.
+    pub async fn drop_table(&self) -> Result<bool, Error> {
+        Ok(self.inner.rest.delete_table(&self.inner.table).await?)
+    }
+
+    async fn adopt_live_schema(&self) -> Result<(), Error> {
+        let schema = match self.inner.rest.get_table(&self.inner.table).await? {
+            Some(info) => info.schema,
+            None => return Ok(()),
+        };
+        let descriptor = RowDescriptor::new(&schema)?;
+        self.inner.sink.lock().await.set_descriptor(descriptor).await?;
+        if let Ok(mut s) = self.inner.schema.write() {
+            *s = schema;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Destination {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticker.take() {
+            t.abort();
+        }
+    }
+}
+
+fn table_spec(config: &DestinationConfig, schema: &Schema) -> Result<TableSpec, Error> {
+    let mut spec = TableSpec::new(schema.clone());
+    if let Some(field) = &config.partition_field {
+        let column = schema
+            .field(field)
+            .ok_or_else(|| ConfigError::new("partition_field", format!("`{field}` is not a column of the schema")))?;
+        let ok_type = matches!(column.field_type, FieldType::Timestamp | FieldType::Date | FieldType::DateTime);
+        if !ok_type || column.mode == Mode::Repeated {
+            return Err(ConfigError::new(
+                "partition_field",
+                format!(
+                    "`{field}` is {} {}; partitioning needs a TIMESTAMP, DATE or DATETIME column that is not REPEATED",
+                    column.mode, column.field_type
+                ),
+            )
+            .into());
+        }
+        spec = spec.with_time_partitioning(TimePartitioning {
+            partition_type: config.partition_type,
+            field: Some(column.name.clone()),
+            require_partition_filter: config.require_partition_filter,
+        });
+    }
+    if !config.clustering_fields.is_empty() {
+        for c in &config.clustering_fields {
+            let column = schema
+                .field(c)
+                .ok_or_else(|| ConfigError::new("clustering_fields", format!("`{c}` is not a column of the schema")))?;
+            if matches!(
+                column.field_type,
+                FieldType::Record | FieldType::Json | FieldType::Float64 | FieldType::Geography
+            ) || column.mode == Mode::Repeated
+            {
+                return Err(ConfigError::new(
+                    "clustering_fields",
+                    format!(
+                        "`{c}` is {} {}; clustering needs a top-level, non-repeated column of a groupable type",
+                        column.mode, column.field_type
+                    ),
+                )
+                .into());
+            }
+        }
+        spec = spec.with_clustering(config.clustering_fields.clone());
+    }
+    Ok(spec)
 }
 
 impl DestinationBuilder {
+    /// A builder starting from a configuration.
+    pub fn from_config(config: DestinationConfig) -> Self {
+        Self { config, ..Self::default() }
+    }
     /// Google Cloud project.
     pub fn project_id(mut self, v: impl Into<String>) -> Self {
-        self.project_id = Some(v.into());
+        self.config.project_id = v.into();
         self
     }
     /// Dataset.
     pub fn dataset_id(mut self, v: impl Into<String>) -> Self {
-        self.dataset_id = Some(v.into());
+        self.config.dataset_id = v.into();
         self
     }
     /// Table.
     pub fn table_id(mut self, v: impl Into<String>) -> Self {
-        self.table_id = Some(v.into());
+        self.config.table_id = v.into();
         self
     }
     /// The schema to create the table with when it does not exist.
@@ -159,7 +391,7 @@ impl DestinationBuilder {
     }
     /// A service-account key file (default: discovered credentials).
     pub fn credentials_path(mut self, v: impl Into<PathBuf>) -> Self {
-        self.credentials_path = Some(v.into());
+        self.config.credentials_path = Some(v.into());
         self
     }
     /// Explicit credentials.
@@ -169,37 +401,62 @@ impl DestinationBuilder {
     }
     /// Location of a dataset created by bqsink (`US`, `EU`, a region).
     pub fn location(mut self, v: impl Into<String>) -> Self {
-        self.location = Some(v.into());
+        self.config.location = Some(v.into());
         self
     }
     /// Whether a missing table is created.
     pub fn create_disposition(mut self, v: CreateDisposition) -> Self {
-        self.create_disposition = v;
+        self.config.create_disposition = v;
+        self
+    }
+    /// What happens to rows already in the table.
+    pub fn write_disposition(mut self, v: WriteDisposition) -> Self {
+        self.config.write_disposition = v;
+        self
+    }
+    /// The write mode.
+    pub fn write_mode(mut self, v: WriteMode) -> Self {
+        self.config.write_mode = Some(v);
         self
     }
     /// Partition a created table on this TIMESTAMP, DATE or DATETIME column.
     pub fn partition_field(mut self, v: impl Into<String>) -> Self {
-        self.partition_field = Some(v.into());
+        self.config.partition_field = Some(v.into());
         self
     }
     /// Partition granularity (default DAY).
     pub fn partition_type(mut self, v: PartitionType) -> Self {
-        self.partition_type = Some(v);
+        self.config.partition_type = v;
+        self
+    }
+    /// Whether queries of a created, partitioned table must filter on the partition column.
+    pub fn require_partition_filter(mut self, v: bool) -> Self {
+        self.config.require_partition_filter = v;
         self
     }
     /// Cluster a created table on up to four columns.
     pub fn clustering_fields(mut self, v: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.clustering_fields = v.into_iter().map(Into::into).collect();
+        self.config.clustering_fields = v.into_iter().map(Into::into).collect();
         self
     }
     /// Rows per AppendRows request.
     pub fn batch_size(mut self, rows: usize) -> Self {
-        self.limits = self.limits.with_max_rows(rows);
+        self.config.batch_size = rows;
         self
     }
-    /// Batching limits.
-    pub fn batch_limits(mut self, v: BatchLimits) -> Self {
-        self.limits = v;
+    /// Longest a partial batch waits before it is sent.
+    pub fn batch_timeout(mut self, timeout: Duration) -> Self {
+        self.config.batch_timeout_ms = timeout.as_millis().max(1) as u64;
+        self
+    }
+    /// Bytes of rows per request (capped below BigQuery's 10 MB request limit).
+    pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = Some(bytes);
+        self
+    }
+    /// Requests in flight per connection.
+    pub fn max_concurrent_batches(mut self, n: usize) -> Self {
+        self.config.max_concurrent_batches = n;
         self
     }
     /// Retry policy for temporary failures.
@@ -207,71 +464,45 @@ impl DestinationBuilder {
         self.retry = v;
         self
     }
+    /// Send rows that cannot be written to this dead-letter queue instead of returning them.
+    pub fn dead_letter_queue(mut self, q: Arc<dyn DeadLetterQueue>) -> Self {
+        self.dlq = Some(q);
+        self
+    }
+    /// Send rows that cannot be written to an NDJSON file (appended; created when missing).
+    pub fn dead_letter_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.dlq_path = Some(path.into());
+        self
+    }
 
-    fn table_spec(&self, schema: &Schema) -> Result<TableSpec, Error> {
-        let mut spec = TableSpec::new(schema.clone());
-        if self.partition_type.is_some() && self.partition_field.is_none() {
-            return Err(ConfigError::new("partition_type", "needs partition_field, the column to partition on").into());
-        }
-        if let Some(field) = &self.partition_field {
-            let column = schema.field(field).ok_or_else(|| {
-                ConfigError::new("partition_field", format!("`{field}` is not a column of the schema"))
-            })?;
-            let ok_type = matches!(column.field_type, FieldType::Timestamp | FieldType::Date | FieldType::DateTime);
-            if !ok_type || column.mode == Mode::Repeated {
-                return Err(ConfigError::new(
-                    "partition_field",
-                    format!("`{field}` is {} {}; partitioning needs a TIMESTAMP, DATE or DATETIME column that is not REPEATED", column.mode, column.field_type),
-                )
-                .into());
-            }
-            spec = spec.with_time_partitioning(TimePartitioning {
-                partition_type: self.partition_type.unwrap_or_default(),
-                field: Some(column.name.clone()),
-                require_partition_filter: false,
-            });
-        }
-        if !self.clustering_fields.is_empty() {
-            if self.clustering_fields.len() > bqsink_core::table::MAX_CLUSTERING_FIELDS {
-                return Err(ConfigError::new("clustering_fields", "BigQuery clusters on at most 4 columns").into());
-            }
-            for c in &self.clustering_fields {
-                let column = schema.field(c).ok_or_else(|| {
-                    ConfigError::new("clustering_fields", format!("`{c}` is not a column of the schema"))
-                })?;
-                if matches!(
-                    column.field_type,
-                    FieldType::Record | FieldType::Json | FieldType::Float64 | FieldType::Geography
-                ) || column.mode == Mode::Repeated
-                {
-                    return Err(ConfigError::new(
-                        "clustering_fields",
-                        format!(
-                            "`{c}` is {} {}; clustering needs a top-level, non-repeated column of a groupable type",
-                            column.mode, column.field_type
-                        ),
-                    )
-                    .into());
-                }
-            }
-            spec = spec.with_clustering(self.clustering_fields.clone());
-        }
-        Ok(spec)
+    /// The configuration as it stands.
+    pub fn config(&self) -> &DestinationConfig {
+        &self.config
     }
 
     /// Checks the settings, connects, creates the dataset and table when missing (and allowed),
     /// and returns a destination ready to write.
     pub async fn build(self) -> Result<Destination, Error> {
-        let project = self.project_id.clone().ok_or_else(|| ConfigError::new("project_id", "is required"))?;
-        let dataset = self.dataset_id.clone().ok_or_else(|| ConfigError::new("dataset_id", "is required"))?;
-        let table_id = self.table_id.clone().ok_or_else(|| ConfigError::new("table_id", "is required"))?;
-        let table = TableRef::new(project, dataset, table_id)?;
+        let config = self.config;
+        config.validate()?;
+        if config.table_id.is_empty() {
+            return Err(ConfigError::new("table_id", "is required").into());
+        }
+        let mode = config.effective_write_mode();
+        if config.write_disposition == WriteDisposition::WriteTruncate {
+            return Err(ConfigError::new(
+                "write_disposition",
+                "WRITE_TRUNCATE is not available yet; use WRITE_APPEND or WRITE_EMPTY",
+            )
+            .into());
+        }
+        let table = TableRef::new(&config.project_id, &config.dataset_id, &config.table_id)?;
         if let Some(s) = &self.schema {
             s.validate()?;
         }
-        let spec = self.schema.as_ref().map(|s| self.table_spec(s)).transpose()?;
+        let spec = self.schema.as_ref().map(|s| table_spec(&config, s)).transpose()?;
         let endpoints = self.endpoints.clone().unwrap_or_else(Endpoints::from_env);
-        let auth = match (&self.auth, &self.credentials_path) {
+        let auth = match (&self.auth, &config.credentials_path) {
             (Some(a), _) => a.clone(),
             _ if endpoints.emulator => Auth::none(),
             (None, Some(path)) => Auth::from_key_file(path)?,
@@ -279,9 +510,14 @@ impl DestinationBuilder {
         };
         let rest = RestClient::new(&endpoints, auth.clone())?;
         let schema = match rest.get_table(&table).await? {
-            Some(info) => info.schema,
+            Some(info) => {
+                if config.write_disposition == WriteDisposition::WriteEmpty && info.num_rows.unwrap_or(0) > 0 {
+                    return Err(Error::TableNotEmpty { table, rows: info.num_rows.unwrap_or(0) });
+                }
+                info.schema
+            }
             None => {
-                if self.create_disposition == CreateDisposition::CreateNever {
+                if config.create_disposition == CreateDisposition::CreateNever {
                     return Err(Error::TableNotFound {
                         table,
                         hint: "create it first, or use create_disposition CREATE_IF_NEEDED with a schema",
@@ -291,7 +527,7 @@ impl DestinationBuilder {
                     return Err(Error::TableNotFound { table, hint: "give a schema to create it with" });
                 };
                 if !rest.dataset_exists(&table.project, &table.dataset).await? {
-                    rest.create_dataset(&table.project, &table.dataset, self.location.as_deref()).await?;
+                    rest.create_dataset(&table.project, &table.dataset, config.location.as_deref()).await?;
                     info!(project = %table.project, dataset = %table.dataset, "created dataset");
                 }
                 if rest.create_table(&table, &spec).await? {
@@ -303,8 +539,52 @@ impl DestinationBuilder {
         };
         let descriptor = RowDescriptor::new(&schema)?;
         let client = WriteClient::connect(&endpoints, auth).await?;
-        let sink = TableSink::new(client, table.clone(), descriptor, self.limits, self.retry);
-        Ok(Destination { table, schema, rest, sink: Mutex::new(sink), rows_rejected: AtomicU64::new(0) })
+        let mut limits =
+            BatchLimits::default().with_max_rows(config.batch_size).with_max_inflight(config.max_concurrent_batches);
+        if let Some(b) = self.max_batch_bytes {
+            limits = limits.with_max_bytes(b);
+        }
+        let sink = TableSink::new(client, table.clone(), descriptor, limits, self.retry).with_mode(mode);
+        let dlq =
+            match (self.dlq, self.dlq_path) {
+                (Some(q), _) => Some(q),
+                (None, Some(path)) => Some(Arc::new(NdjsonFile::open(&path).map_err(|e| {
+                    Error::DeadLetter(format!("cannot open the dead-letter file {}: {e}", path.display()))
+                })?) as Arc<dyn DeadLetterQueue>),
+                (None, None) => None,
+            };
+        let timeout = Duration::from_millis(config.batch_timeout_ms);
+        let inner = Arc::new(Inner {
+            config,
+            table,
+            schema: std::sync::RwLock::new(schema),
+            rest,
+            sink: Mutex::new(sink),
+            dlq,
+            deferred: std::sync::Mutex::new(None),
+            rows_read: AtomicU64::new(0),
+            rows_rejected: AtomicU64::new(0),
+            rows_dead_lettered: AtomicU64::new(0),
+        });
+        let ticker = tokio::spawn(batch_timer(Arc::downgrade(&inner), timeout));
+        Ok(Destination { inner, ticker: Some(ticker) })
+    }
+}
+
+/// Sends partial batches whose oldest row has waited `timeout`.
+async fn batch_timer(inner: Weak<Inner>, timeout: Duration) {
+    let mut tick = tokio::time::interval((timeout / 2).max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let result = inner.sink.lock().await.send_if_older_than(timeout).await;
+        if let Err(e) = result {
+            warn!(table = %inner.table, error = %e, "sending a timed-out batch failed");
+            if let Ok(mut d) = inner.deferred.lock() {
+                d.get_or_insert(e.into());
+            }
+        }
     }
 }
 
@@ -325,11 +605,47 @@ mod tests {
     fn partitioning_and_clustering_are_checked_against_the_schema() {
         let b =
             Destination::builder().partition_field("ts").partition_type(PartitionType::Hour).clustering_fields(["k"]);
-        let spec = b.table_spec(&schema()).expect("valid");
+        let spec = table_spec(b.config(), &schema()).expect("valid");
         assert_eq!(spec.time_partitioning.map(|p| p.partition_type), Some(PartitionType::Hour));
-        assert!(Destination::builder().partition_field("k").table_spec(&schema()).is_err());
-        assert!(Destination::builder().partition_field("nope").table_spec(&schema()).is_err());
-        assert!(Destination::builder().clustering_fields(["n"]).table_spec(&schema()).is_err());
-        assert!(Destination::builder().partition_type(PartitionType::Day).table_spec(&schema()).is_err());
+        assert!(table_spec(Destination::builder().partition_field("k").config(), &schema()).is_err());
+        assert!(table_spec(Destination::builder().partition_field("nope").config(), &schema()).is_err());
+        assert!(table_spec(Destination::builder().clustering_fields(["n"]).config(), &schema()).is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let b = Destination::builder();
+        assert_eq!(b.config(), &DestinationConfig::default());
+        assert_eq!(b.config().effective_write_mode(), WriteMode::Streaming);
+    }
+
+    #[test]
+    fn setters() {
+        let b = Destination::builder()
+            .project_id("p-123456")
+            .dataset_id("d")
+            .table_id("t")
+            .batch_size(7)
+            .batch_timeout(Duration::from_millis(250))
+            .max_concurrent_batches(3)
+            .write_mode(WriteMode::ExactlyOnce)
+            .write_disposition(WriteDisposition::WriteEmpty)
+            .require_partition_filter(true)
+            .partition_field("ts")
+            .location("EU");
+        let c = b.config();
+        assert_eq!((c.batch_size, c.batch_timeout_ms, c.max_concurrent_batches), (7, 250, 3));
+        assert_eq!(c.effective_write_mode(), WriteMode::ExactlyOnce);
+        assert_eq!(c.location.as_deref(), Some("EU"));
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn bad_settings_fail_before_any_connection() {
+        let err =
+            Destination::builder().project_id("p-123456").dataset_id("d").table_id("t").batch_size(0).build().await;
+        assert!(matches!(err, Err(Error::Config(ref e)) if e.key == "batch_size"), "{err:?}");
+        let err = Destination::builder().dataset_id("d").table_id("t").build().await;
+        assert!(matches!(err, Err(Error::Config(ref e)) if e.key == "project_id"), "{err:?}");
     }
 }

@@ -18,6 +18,20 @@ pub enum Error {
     /// BigQuery could not be reached, or refused a request after retries.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// A schema change BigQuery would refuse; nothing was sent.
+    #[error("schema change refused: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    SchemaChangeRefused(Vec<bqsink_schema::Refusal>),
+    /// WRITE_EMPTY and the table has rows.
+    #[error("table {table} already holds {rows} rows and write_disposition is WRITE_EMPTY")]
+    TableNotEmpty {
+        /// The table.
+        table: TableRef,
+        /// Rows it holds.
+        rows: u64,
+    },
+    /// The dead-letter queue could not keep a row: stopping, so the row is not lost silently.
+    #[error("{0}")]
+    DeadLetter(String),
     /// The table does not exist and may not be created.
     #[error("table {table} does not exist; {hint}")]
     TableNotFound {

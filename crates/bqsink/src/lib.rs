@@ -4,14 +4,16 @@
 mod destination;
 mod error;
 
-pub use destination::{Destination, DestinationBuilder, Summary};
+pub use destination::{Destination, DestinationBuilder, StreamReport, Summary};
 pub use error::Error;
 
 pub use bqsink_core::{
     civil, Clustering, ConfigError, CreateDisposition, Date, DateTime, Decimal, Field, FieldType, Mode, PartitionType,
     Record, RowError, Schema, SchemaError, TableRef, Time, TimePartitioning, Timestamp, Value, WriteDisposition,
 };
-pub use bqsink_engine::{BatchLimits, RetryPolicy};
+pub use bqsink_core::{DestinationConfig, WriteMode};
+pub use bqsink_engine::{BatchLimits, DeadLetter, DeadLetterQueue, NdjsonFile, Payload, Reason, RetryPolicy};
+pub use bqsink_schema::{Change, Refusal};
 pub use bqsink_transport::{
     Auth, Endpoints, QueryResult, RestClient, StatusCode, TableInfo, TableSpec, TransportError,
 };

@@ -1,0 +1,171 @@
+//! The dead-letter queue: rows that cannot be written, kept with the reason, instead of an
+//! error that stops the load. Every input row ends either in the table or here.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bqsink_core::{value::write_json_str, Record, RowError, TableRef, Timestamp};
+
+/// Why a row was dead-lettered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reason {
+    /// Position of the row in its input (0-based), when known.
+    pub row: Option<u64>,
+    /// The table it was meant for.
+    pub table: TableRef,
+    /// Dotted path of the offending column, empty when the row as a whole is bad.
+    pub column: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Reason {
+    /// The reason for a row error in a table.
+    pub fn from_row_error(table: &TableRef, e: &RowError) -> Self {
+        Self { row: e.row, table: table.clone(), column: e.column.clone(), message: e.message.clone() }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(r) = self.row {
+            write!(f, "row {r}: ")?;
+        }
+        if self.column.is_empty() {
+            write!(f, "{}: {}", self.table, self.message)
+        } else {
+            write!(f, "{}.{}: {}", self.table.table, self.column, self.message)
+        }
+    }
+}
+
+/// The row as it arrived: a record, or the raw text when it could not even be parsed.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Payload {
+    /// A parsed record.
+    Record(Record),
+    /// Input text that is not a record.
+    Raw(String),
+}
+
+/// One dead-lettered row.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// Why.
+    pub reason: Reason,
+    /// The original row.
+    pub payload: Payload,
+    /// When it was dead-lettered.
+    pub time: Timestamp,
+}
+
+impl DeadLetter {
+    /// A dead letter stamped now.
+    pub fn new(reason: Reason, payload: Payload) -> Self {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or_default();
+        let time = Timestamp::from_micros(micros).unwrap_or(Timestamp::UNIX_EPOCH);
+        Self { reason, payload, time }
+    }
+
+    /// One NDJSON line: `{"time", "table", "row", "column", "reason", "record" | "raw"}`.
+    pub fn to_json_line(&self) -> String {
+        let mut out = String::with_capacity(256);
+        out.push_str("{\"time\":");
+        write_json_str(&mut out, &self.time.to_string());
+        out.push_str(",\"table\":");
+        write_json_str(&mut out, &self.reason.table.to_string());
+        out.push_str(",\"row\":");
+        match self.reason.row {
+            Some(r) => out.push_str(&r.to_string()),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"column\":");
+        write_json_str(&mut out, &self.reason.column);
+        out.push_str(",\"reason\":");
+        write_json_str(&mut out, &self.reason.message);
+        match &self.payload {
+            Payload::Record(r) => {
+                out.push_str(",\"record\":");
+                out.push_str(&r.to_json_string());
+            }
+            Payload::Raw(text) => {
+                out.push_str(",\"raw\":");
+                write_json_str(&mut out, text);
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Where dead letters go.
+pub trait DeadLetterQueue: Send + Sync + fmt::Debug {
+    /// Keeps one dead letter. An error here means the row would be lost: callers stop.
+    fn push(&self, letter: DeadLetter) -> std::io::Result<()>;
+    /// Makes everything pushed so far durable.
+    fn flush(&self) -> std::io::Result<()>;
+}
+
+/// Dead letters appended to a newline-delimited JSON file.
+#[derive(Debug)]
+pub struct NdjsonFile {
+    path: PathBuf,
+    out: Mutex<BufWriter<File>>,
+}
+
+impl NdjsonFile {
+    /// Opens (creating, appending) the file.
+    pub fn open(path: impl AsRef<Path>) -> std::io::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(Self { path, out: Mutex::new(BufWriter::new(file)) })
+    }
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl DeadLetterQueue for NdjsonFile {
+    fn push(&self, letter: DeadLetter) -> std::io::Result<()> {
+        let line = letter.to_json_line();
+        let mut out = self.out.lock().map_err(|_| std::io::Error::other("dead-letter file lock poisoned"))?;
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        let mut out = self.out.lock().map_err(|_| std::io::Error::other("dead-letter file lock poisoned"))?;
+        out.flush()?;
+        out.get_ref().sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndjson_lines_carry_record_reason_table_and_time() {
+        let table = TableRef::new("p-123456", "d", "t").expect("table");
+        let e = RowError::new("at", "expected TIMESTAMP, got STRING (\"x\")").at_row(7);
+        let letter =
+            DeadLetter::new(Reason::from_row_error(&table, &e), Payload::Record(Record::new().with("at", "x")));
+        let line = letter.to_json_line();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        assert_eq!(v["table"], "p-123456.d.t");
+        assert_eq!(v["row"], 7);
+        assert_eq!(v["column"], "at");
+        assert_eq!(v["record"]["at"], "x");
+        assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert_eq!(letter.reason.to_string(), "row 7: t.at: expected TIMESTAMP, got STRING (\"x\")");
+    }
+}
