@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod blocking;
 mod destination;
 mod error;
 
+pub use blocking::Writer;
 pub use destination::{Destination, DestinationBuilder, StreamReport, Summary};
 pub use error::Error;
 

@@ -1,0 +1,143 @@
+//! A blocking writer for callers without an async runtime: rows go through a bounded
+//! crossbeam channel (`streaming_buffer` rows) to a thread that owns the runtime and the
+//! [`Destination`]. `write` blocks when the channel is full: memory stays bounded.
+
+use std::thread::JoinHandle;
+
+use bqsink_core::{Record, RowError};
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::destination::{DestinationBuilder, Summary};
+use crate::{Destination, Error};
+
+enum Msg {
+    Row(Record),
+    Flush(Sender<Result<Vec<RowError>, Error>>),
+    Close(Sender<Result<(Summary, Vec<RowError>), Error>>),
+}
+
+/// Writes rows from synchronous code.
+///
+/// Row errors (rows that cannot be written) are collected and returned by [`Writer::flush`]
+/// and [`Writer::close`], each with its position among the rows written; with a dead-letter
+/// queue they are also dead-lettered.
+#[derive(Debug)]
+pub struct Writer {
+    tx: Sender<Msg>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Msg::Row(_) => "Row",
+            Msg::Flush(_) => "Flush",
+            Msg::Close(_) => "Close",
+        })
+    }
+}
+
+fn gone() -> Error {
+    Error::Transport(bqsink_transport::TransportError::StreamClosed("the writer's thread has stopped".into()))
+}
+
+impl Writer {
+    /// Builds the destination on a new thread and returns once it is ready (or failed).
+    pub fn new(builder: DestinationBuilder) -> Result<Writer, Error> {
+        let capacity = builder.config().streaming_buffer.max(1);
+        let (tx, rx) = bounded::<Msg>(capacity);
+        let (ready_tx, ready_rx) = bounded::<Result<(), Error>>(1);
+        let thread = std::thread::Builder::new()
+            .name("bqsink-writer".into())
+            .spawn(move || run(builder, rx, ready_tx))
+            .map_err(|e| Error::DeadLetter(format!("cannot start the writer thread: {e}")))?;
+        ready_rx.recv().map_err(|_| gone())??;
+        Ok(Writer { tx, thread: Some(thread) })
+    }
+
+    /// Queues a row, blocking while the channel is full.
+    pub fn write(&self, record: Record) -> Result<(), Error> {
+        self.tx.send(Msg::Row(record)).map_err(|_| gone())
+    }
+
+    /// Sends everything queued, waits for acknowledgement, and returns the rows refused since
+    /// the last flush.
+    pub fn flush(&self) -> Result<Vec<RowError>, Error> {
+        let (tx, rx) = bounded(1);
+        self.tx.send(Msg::Flush(tx)).map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
+    }
+
+    /// Flushes, closes the destination and stops the thread.
+    pub fn close(mut self) -> Result<(Summary, Vec<RowError>), Error> {
+        let (tx, rx) = bounded(1);
+        self.tx.send(Msg::Close(tx)).map_err(|_| gone())?;
+        let result = rx.recv().map_err(|_| gone())?;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        result
+    }
+}
+
+fn run(builder: DestinationBuilder, rx: Receiver<Msg>, ready: Sender<Result<(), Error>>) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(Error::DeadLetter(format!("cannot start a runtime: {e}"))));
+            return;
+        }
+    };
+    let dest: Destination = match rt.block_on(builder.build()) {
+        Ok(d) => {
+            let _ = ready.send(Ok(()));
+            d
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut errors = Vec::new();
+    let mut index = 0u64;
+    let mut fatal: Option<Error> = None;
+    // The runtime only runs inside block_on: wake it while idle so the batch timeout fires.
+    let idle = std::time::Duration::from_millis((dest.config().batch_timeout_ms / 2).max(1));
+    loop {
+        let msg = match rx.recv_timeout(idle) {
+            Ok(m) => m,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                rt.block_on(tokio::time::sleep(std::time::Duration::from_millis(1)));
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        };
+        match msg {
+            Msg::Row(r) => {
+                if fatal.is_none() {
+                    match rt.block_on(dest.write_row(r, Some(index))) {
+                        Ok(Some(e)) => errors.push(e),
+                        Ok(None) => {}
+                        Err(e) => fatal = Some(e),
+                    }
+                }
+                index += 1;
+            }
+            Msg::Flush(reply) => {
+                let result = match fatal.take() {
+                    Some(e) => Err(e),
+                    None => rt.block_on(dest.flush()).map(|()| std::mem::take(&mut errors)),
+                };
+                let _ = reply.send(result);
+            }
+            Msg::Close(reply) => {
+                let result = match fatal.take() {
+                    Some(e) => Err(e),
+                    None => rt.block_on(dest.close()).map(|s| (s, std::mem::take(&mut errors))),
+                };
+                let _ = reply.send(result);
+                return;
+            }
+        }
+    }
+}

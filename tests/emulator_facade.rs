@@ -1,0 +1,121 @@
+//! The facade's other entry points against bqemulator: `from_config`, the blocking `Writer`,
+//! `write_stream`, the batch timeout, the dead-letter file, and the schema API.
+
+use std::time::Duration;
+
+use bqsink::{Destination, DestinationConfig, Endpoints, Field, FieldType, Record, Schema, Writer};
+use bqsink_testkit::Emulator;
+use serde_json::json;
+
+fn schema() -> Schema {
+    Schema::new(vec![Field::new("id", FieldType::Int64).required(), Field::new("at", FieldType::Timestamp)])
+}
+
+fn builder(emu: &Emulator, table: &str) -> bqsink::DestinationBuilder {
+    let config = DestinationConfig::from_json(&format!(
+        r#"{{"project_id": "conformance", "dataset_id": "facade", "table_id": "{table}", "batch_size": 100}}"#
+    ))
+    .expect("config");
+    bqsink::DestinationBuilder::from_config(config)
+        .endpoints(Endpoints::emulator(&emu.rest_host(), &emu.grpc_host()))
+        .schema(schema())
+}
+
+async fn ids(rest: &bqsink::RestClient, table: &str) -> Vec<serde_json::Value> {
+    rest.query("conformance", &format!("SELECT id FROM `conformance.facade.{table}` ORDER BY id"))
+        .await
+        .expect("query")
+        .rows
+        .into_iter()
+        .map(|mut r| r.remove(0))
+        .collect()
+}
+
+#[test]
+fn the_blocking_writer_writes_from_sync_code() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let writer = Writer::new(builder(&emu, "blocking")).expect("writer");
+    for id in 0..250 {
+        writer.write(Record::new().with("id", id)).expect("queued");
+    }
+    writer.write(Record::new().with("id", 250).with("at", "never")).expect("queued");
+    let refused = writer.flush().expect("flush");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].row, Some(250));
+    assert_eq!(refused[0].column, "at");
+    let (summary, refused_after) = writer.close().expect("close");
+    assert!(refused_after.is_empty());
+    assert_eq!((summary.rows_read, summary.rows_written, summary.rows_rejected), (251, 250, 1));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rest = bqsink::RestClient::new(&Endpoints::emulator(&emu.rest_host(), &emu.grpc_host()), bqsink::Auth::none())
+        .expect("rest");
+    assert_eq!(rt.block_on(ids(&rest, "blocking")).len(), 250);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn write_stream_reports_each_refused_row_and_the_dlq_keeps_it() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let dlq = std::env::temp_dir().join(format!("bqsink-facade-dlq-{}.ndjson", std::process::id()));
+    let _ = std::fs::remove_file(&dlq);
+    let dest = builder(&emu, "streamed").dead_letter_file(&dlq).build().await.expect("destination");
+    let rest = dest.rest().clone();
+    let rows = (0..10).map(|i| if i == 3 { Record::new().with("idd", i) } else { Record::new().with("id", i) });
+    let report = dest.write_stream(futures_stream(rows)).await.expect("stream");
+    assert_eq!((report.rows_read, report.rows_accepted), (10, 9));
+    assert_eq!(report.errors.len(), 1);
+    assert_eq!(report.errors[0].to_string(), "row 3: idd: no such column in the table");
+    let summary = dest.close().await.expect("close");
+    assert_eq!((summary.rows_written, summary.rows_dead_lettered), (9, 1));
+    assert_eq!(ids(&rest, "streamed").await.len(), 9);
+    let letters = std::fs::read_to_string(&dlq).expect("dlq file");
+    let letter: serde_json::Value = serde_json::from_str(letters.trim()).expect("one JSON line");
+    assert_eq!(letter["record"], json!({"idd": 3}));
+    assert_eq!(letter["column"], "idd");
+}
+
+fn futures_stream(rows: impl Iterator<Item = Record>) -> impl futures::Stream<Item = Record> {
+    futures::stream::iter(rows)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partial_batch_is_sent_after_the_batch_timeout() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let dest = builder(&emu, "timed").batch_timeout(Duration::from_millis(200)).build().await.expect("destination");
+    let rest = dest.rest().clone();
+    dest.write(Record::new().with("id", 1)).await.expect("row");
+    // No flush: only the timeout can send this 1-row batch (the batch size is 100).
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = ids(&rest, "timed").await;
+        if !seen.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, vec![json!("1")]);
+    dest.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_schema_api_creates_alters_within_the_rules_and_drops() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let dest = builder(&emu, "managed").build().await.expect("destination");
+    assert!(!dest.create_schema(&schema()).await.expect("exists already"));
+    let wider = Schema::new(vec![
+        Field::new("id", FieldType::Int64),
+        Field::new("at", FieldType::Timestamp),
+        Field::new("email", FieldType::String),
+    ]);
+    let changes = dest.alter_schema(&wider).await.expect("legal change");
+    let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    assert_eq!(text, ["relax id to NULLABLE", "add column email"]);
+    let info = dest.rest().get_table(dest.table()).await.expect("get").expect("exists");
+    assert_eq!(info.schema.fields.len(), 3);
+    assert_eq!(info.schema.fields[0].mode, bqsink::Mode::Nullable);
+    assert_eq!(dest.schema().fields.len(), 3, "the destination encodes with the new schema");
+    let narrowing = Schema::new(vec![Field::new("id", FieldType::String)]);
+    let err = dest.alter_schema(&narrowing).await.expect_err("refused before any request");
+    assert!(err.to_string().contains("id: BigQuery cannot change INT64 to STRING"), "{err}");
+    assert!(dest.drop_table().await.expect("drop"));
+    assert!(dest.rest().get_table(dest.table()).await.expect("get").is_none());
+}
