@@ -111,10 +111,8 @@ fn merge(
                 changes.push(Change::Relax(p.clone()));
             }
             // Keeping a column NULLABLE when REQUIRED is asked is not a change BigQuery makes.
-            (Mode::Nullable, Mode::Required) => refusals.push(Refusal {
-                column: p.clone(),
-                reason: "BigQuery cannot make an existing column REQUIRED".into(),
-            }),
+            (Mode::Nullable, Mode::Required) => refusals
+                .push(Refusal { column: p.clone(), reason: "BigQuery cannot make an existing column REQUIRED".into() }),
             (a, b) => refusals.push(Refusal {
                 column: p.clone(),
                 reason: format!("BigQuery cannot change a column's mode from {a} to {b}"),
@@ -186,7 +184,10 @@ mod tests {
         assert_eq!(merged.fields.len(), 4);
         assert_eq!(merged.fields[2].fields.len(), 2);
         let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
-        assert_eq!(text, ["relax id to NULLABLE", "widen n from INT64 to FLOAT64", "add column r.b", "add column tags"]);
+        assert_eq!(
+            text,
+            ["relax id to NULLABLE", "widen n from INT64 to FLOAT64", "add column r.b", "add column tags"]
+        );
     }
 
     #[test]

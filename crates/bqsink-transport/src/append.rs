@@ -126,14 +126,19 @@ impl WriteClient {
     }
 
     /// `CreateWriteStream`: an application-created stream of a table.
-    pub async fn create_write_stream(&self, table: &TableRef, kind: StreamKind) -> Result<WriteStreamInfo, TransportError> {
+    pub async fn create_write_stream(
+        &self,
+        table: &TableRef,
+        kind: StreamKind,
+    ) -> Result<WriteStreamInfo, TransportError> {
         let parent = table.storage_path();
         let message = storage::CreateWriteStreamRequest {
             parent: parent.clone(),
             write_stream: Some(storage::WriteStream { r#type: kind.proto() as i32, ..Default::default() }),
         };
         let request = self.unary_request(message, &format!("parent={}", percent_encode(&parent))).await?;
-        let ws = self.admin().create_write_stream(request).await.map_err(|s| TransportError::from_status(&s))?.into_inner();
+        let ws =
+            self.admin().create_write_stream(request).await.map_err(|s| TransportError::from_status(&s))?.into_inner();
         Ok(WriteStreamInfo::from_proto(ws))
     }
 
@@ -141,7 +146,8 @@ impl WriteClient {
     pub async fn get_write_stream(&self, name: &str) -> Result<WriteStreamInfo, TransportError> {
         let message = storage::GetWriteStreamRequest { name: name.to_owned(), view: 0 };
         let request = self.unary_request(message, &format!("name={}", percent_encode(name))).await?;
-        let ws = self.admin().get_write_stream(request).await.map_err(|s| TransportError::from_status(&s))?.into_inner();
+        let ws =
+            self.admin().get_write_stream(request).await.map_err(|s| TransportError::from_status(&s))?.into_inner();
         Ok(WriteStreamInfo::from_proto(ws))
     }
 
@@ -157,7 +163,8 @@ impl WriteClient {
     /// Fails when BigQuery reports any stream error (then nothing was committed).
     pub async fn batch_commit(&self, table: &TableRef, streams: &[String]) -> Result<(), TransportError> {
         let parent = table.storage_path();
-        let message = storage::BatchCommitWriteStreamsRequest { parent: parent.clone(), write_streams: streams.to_vec() };
+        let message =
+            storage::BatchCommitWriteStreamsRequest { parent: parent.clone(), write_streams: streams.to_vec() };
         let request = self.unary_request(message, &format!("parent={}", percent_encode(&parent))).await?;
         let resp = self
             .admin()

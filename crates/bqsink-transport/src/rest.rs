@@ -135,7 +135,12 @@ impl RestClient {
         &self.base
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Json>) -> Result<(u16, Json), TransportError> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Json>,
+    ) -> Result<(u16, Json), TransportError> {
         self.call_if_match(method, path, body, None).await
     }
 
