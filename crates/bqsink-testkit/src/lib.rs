@@ -5,3 +5,4 @@ pub mod emulator;
 
 pub use emulator::Emulator;
 pub mod compare;
+pub mod oauth;
