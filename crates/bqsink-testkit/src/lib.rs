@@ -6,3 +6,4 @@ pub mod emulator;
 pub use emulator::Emulator;
 pub mod compare;
 pub mod oauth;
+pub mod refsink;
