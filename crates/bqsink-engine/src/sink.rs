@@ -88,6 +88,8 @@ pub struct SinkStats {
 struct InFlight {
     request: AppendRequest,
     ack: AckFuture,
+    /// Which connection it was sent on (see `TableSink::generation`).
+    generation: u64,
 }
 
 /// Writes rows of one table, through its default stream or an application-created stream
@@ -109,6 +111,8 @@ pub struct TableSink {
     limits: BatchLimits,
     retry: RetryPolicy,
     inflight: VecDeque<InFlight>,
+    /// Incremented each time a connection is opened.
+    generation: u64,
     stats: SinkStats,
 }
 
@@ -147,6 +151,7 @@ impl TableSink {
             limits,
             retry,
             inflight: VecDeque::new(),
+            generation: 0,
             stats: SinkStats::default(),
         }
     }
@@ -289,6 +294,14 @@ impl TableSink {
     }
 
     async fn send(&mut self, rows: BytesMut, row_count: usize) -> Result<(), EngineError> {
+        // After a connection died, the requests it had in flight are resent first and in
+        // order: with offsets, a newer request must never reach the stream before them.
+        let stale = self.inflight.front().is_some_and(|f| f.generation < self.generation);
+        if stale || self.stream.as_ref().is_some_and(AppendStream::is_closed) {
+            while let Some(f) = self.inflight.pop_front() {
+                self.settle(f).await?;
+            }
+        }
         let name = self.stream_name().await?;
         let offset = (self.mode != WriteMode::Streaming).then_some(self.next_offset);
         let request = AppendRequest::new(&name, self.encoder.descriptor(), rows.freeze(), row_count, offset)?;
@@ -296,7 +309,7 @@ impl TableSink {
             self.next_offset += row_count as i64;
         }
         let ack = self.dispatch(request.clone()).await?;
-        self.inflight.push_back(InFlight { request, ack });
+        self.inflight.push_back(InFlight { request, ack, generation: self.generation });
         while self.inflight.len() > self.limits.max_inflight {
             if let Some(f) = self.inflight.pop_front() {
                 self.settle(f).await?;
@@ -314,6 +327,7 @@ impl TableSink {
                 }
                 let name = self.stream_name().await?;
                 let s = self.client.append_stream(&name);
+                self.generation += 1;
                 self.stream = Some(s.clone());
                 s
             }
