@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bqsink::{Destination, DestinationConfig, Endpoints, Field, FieldType, Record, Schema, Writer};
+use bqsink::{DestinationConfig, Endpoints, Field, FieldType, Record, Schema, Writer};
 use bqsink_testkit::Emulator;
 use serde_json::json;
 
