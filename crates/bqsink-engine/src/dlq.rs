@@ -149,6 +149,53 @@ impl DeadLetterQueue for NdjsonFile {
     }
 }
 
+/// Dead letters handed to a function (to log, count, or forward them).
+pub struct Callback(Box<dyn Fn(DeadLetter) -> std::io::Result<()> + Send + Sync>);
+
+impl Callback {
+    /// Calls `f` for every dead letter; an error from `f` stops the writer like a full disk would.
+    pub fn new(f: impl Fn(DeadLetter) -> std::io::Result<()> + Send + Sync + 'static) -> Self {
+        Self(Box::new(f))
+    }
+}
+
+impl fmt::Debug for Callback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Callback")
+    }
+}
+
+impl DeadLetterQueue for Callback {
+    fn push(&self, letter: DeadLetter) -> std::io::Result<()> {
+        (self.0)(letter)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Dead letters sent into a channel; the receiving side decides what to do with them.
+/// Sending blocks while the channel is full, so a bounded channel bounds memory.
+#[derive(Debug, Clone)]
+pub struct Channel(crossbeam_channel::Sender<DeadLetter>);
+
+impl Channel {
+    /// A queue over a sender, and the receiver to read dead letters from.
+    pub fn bounded(capacity: usize) -> (Self, crossbeam_channel::Receiver<DeadLetter>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        (Self(tx), rx)
+    }
+}
+
+impl DeadLetterQueue for Channel {
+    fn push(&self, letter: DeadLetter) -> std::io::Result<()> {
+        self.0.send(letter).map_err(|_| std::io::Error::other("the dead-letter receiver is gone"))
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +214,25 @@ mod tests {
         assert_eq!(v["record"]["at"], "x");
         assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z')));
         assert_eq!(letter.reason.to_string(), "row 7: t.at: expected TIMESTAMP, got STRING (\"x\")");
+    }
+
+    #[test]
+    fn channel_and_callback_targets_receive_letters() {
+        let table = TableRef::new("p-123456", "d", "t").expect("table");
+        let letter =
+            || DeadLetter::new(Reason::from_row_error(&table, &RowError::new("c", "m")), Payload::Raw("x".into()));
+        let (q, rx) = Channel::bounded(4);
+        q.push(letter()).expect("sent");
+        assert_eq!(rx.try_recv().map(|l| l.reason.column).ok(), Some("c".to_string()));
+        drop(rx);
+        assert!(q.push(letter()).is_err(), "a gone receiver is an error, not a silent loss");
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let s2 = seen.clone();
+        let cb = Callback::new(move |_| {
+            s2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        });
+        cb.push(letter()).expect("called");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

@@ -1,7 +1,22 @@
-//! One table's writer: rows are encoded into a batch buffer, cut into requests by row count and
-//! bytes, sent pipelined on an AppendRows stream, and counted as written when acknowledged.
+//! One table's writer: rows are encoded into a batch buffer, cut into requests by row count,
+//! bytes and age, sent pipelined on an AppendRows stream, and counted as written when
+//! acknowledged.
+//!
+//! Failures, request by request and in order:
+//! - temporary (see [`crate::retry`]): resent after a backoff, on a new connection when the old
+//!   one died; a request without an answer within the deadline replaces its connection;
+//! - some rows refused (`row_errors`): those go to the dead-letter queue with BigQuery's message,
+//!   the others are resent (BigQuery writes none of a refused request);
+//! - the whole request refused for its data (INVALID_ARGUMENT, or UNKNOWN — what some servers
+//!   answer for a value they cannot store): bisected, halves resent, until each bad row is alone
+//!   and dead-lettered;
+//! - with offsets, ALREADY_EXISTS means the rows were written by an earlier attempt, and
+//!   OUT_OF_RANGE means the stream's end moved (rows were dropped above): the request is sent
+//!   again at the stream's end.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bqsink_core::{Record, RowError, TableRef, WriteMode};
 use bqsink_transport::request::HEADER_RESERVE_BYTES;
@@ -12,7 +27,8 @@ use bqsink_transport::{
 use bytes::BytesMut;
 use tracing::{debug, warn};
 
-use crate::retry::RetryPolicy;
+use crate::dlq::{DeadLetter, DeadLetterQueue, Payload, Reason};
+use crate::retry::{RetryBudget, RetryPolicy};
 
 /// Default rows per request.
 pub const DEFAULT_BATCH_ROWS: usize = 10_000;
@@ -67,6 +83,9 @@ pub enum EngineError {
     /// BigQuery could not be reached or refused a request after retries.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The dead-letter queue could not keep a row.
+    #[error("cannot write to the dead-letter queue: {0}")]
+    DeadLetter(std::io::Error),
 }
 
 /// Counters of one sink.
@@ -83,13 +102,20 @@ pub struct SinkStats {
     pub retries: u64,
     /// Streams opened again after one ended.
     pub reconnects: u64,
+    /// Rows BigQuery refused (dead-lettered or kept for [`TableSink::take_refused`]).
+    pub rows_refused: u64,
+    /// Rows in requests sent again after a failure whose outcome was unknown (at-least-once
+    /// duplicates are at most this many on the default stream).
+    pub rows_resent_ambiguous: u64,
 }
 
 struct InFlight {
     request: AppendRequest,
-    ack: AckFuture,
+    records: Vec<Record>,
+    ack: Option<AckFuture>,
     /// Which connection it was sent on (see `TableSink::generation`).
     generation: u64,
+    sent_at: Instant,
 }
 
 /// Writes rows of one table, through its default stream or an application-created stream
@@ -101,18 +127,25 @@ pub struct TableSink {
     write_stream: Option<String>,
     /// Offset of the next request's first row (ExactlyOnce and Batch).
     next_offset: i64,
+    /// Rows of the stream acknowledged so far (ExactlyOnce and Batch): where BigQuery's end is.
+    acked_end: i64,
+    /// Offsets handed out ahead of `acked_end` are wrong (rows were dropped): re-offset.
+    resync: bool,
     client: WriteClient,
     stream: Option<AppendStream>,
     encoder: RowEncoder,
     buf: BytesMut,
-    rows_in_buf: usize,
+    batch_records: Vec<Record>,
     /// When the oldest row of the current batch was encoded.
-    batch_started: Option<std::time::Instant>,
+    batch_started: Option<Instant>,
     limits: BatchLimits,
     retry: RetryPolicy,
+    budget: RetryBudget,
     inflight: VecDeque<InFlight>,
     /// Incremented each time a connection is opened.
     generation: u64,
+    dlq: Option<Arc<dyn DeadLetterQueue>>,
+    refused: Vec<(RowError, Record)>,
     stats: SinkStats,
 }
 
@@ -120,7 +153,8 @@ impl std::fmt::Debug for TableSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TableSink")
             .field("table", &self.table)
-            .field("rows_in_buf", &self.rows_in_buf)
+            .field("mode", &self.mode)
+            .field("rows_in_batch", &self.batch_records.len())
             .field("inflight", &self.inflight.len())
             .field("stats", &self.stats)
             .finish()
@@ -142,16 +176,21 @@ impl TableSink {
             mode: WriteMode::Streaming,
             write_stream,
             next_offset: 0,
+            acked_end: 0,
+            resync: false,
             client,
             stream: None,
             encoder: RowEncoder::new(descriptor),
             buf: BytesMut::with_capacity(64 * 1024),
-            rows_in_buf: 0,
+            batch_records: Vec::new(),
             batch_started: None,
             limits,
+            budget: RetryBudget::new(&retry),
             retry,
             inflight: VecDeque::new(),
             generation: 0,
+            dlq: None,
+            refused: Vec::new(),
             stats: SinkStats::default(),
         }
     }
@@ -160,6 +199,12 @@ impl TableSink {
     pub fn with_mode(mut self, mode: WriteMode) -> Self {
         self.mode = mode;
         self.write_stream = (mode == WriteMode::Streaming).then(|| self.table.default_stream());
+        self
+    }
+
+    /// The same sink sending rows BigQuery refuses to a dead-letter queue.
+    pub fn with_dead_letters(mut self, dlq: Option<Arc<dyn DeadLetterQueue>>) -> Self {
+        self.dlq = dlq;
         self
     }
 
@@ -178,36 +223,47 @@ impl TableSink {
         self.stats
     }
 
+    /// Rows BigQuery refused when no dead-letter queue is set, with the reason.
+    pub fn take_refused(&mut self) -> Vec<(RowError, Record)> {
+        std::mem::take(&mut self.refused)
+    }
+
     /// Encodes one row into the current batch, sending the batch when it is full. A row that
-    /// cannot be encoded is returned as [`EngineError::Row`] and nothing else changes.
-    pub async fn write(&mut self, record: &Record) -> Result<(), EngineError> {
+    /// cannot be encoded comes back with its error (`Ok(Some(..))`) and nothing else changes.
+    pub async fn write(&mut self, record: Record) -> Result<Option<(RowError, Record)>, EngineError> {
         let row_start = self.buf.len();
-        self.encoder.encode_row_entry(record, &mut self.buf).map_err(EngineError::Row)?;
+        if let Err(e) = self.encoder.encode_row_entry(&record, &mut self.buf) {
+            return Ok(Some((e, record)));
+        }
         let row_len = self.buf.len() - row_start;
         if row_len > MAX_REQUEST_BYTES - HEADER_RESERVE_BYTES {
             self.buf.truncate(row_start);
-            return Err(EngineError::Row(RowError::new(
+            let e = RowError::new(
                 "",
                 format!("the row is {row_len} bytes encoded, over the AppendRows request limit of {MAX_REQUEST_BYTES} bytes"),
-            )));
+            );
+            return Ok(Some((e, record)));
         }
-        if self.buf.len() > self.limits.max_bytes && self.rows_in_buf > 0 {
+        if self.buf.len() > self.limits.max_bytes && !self.batch_records.is_empty() {
             // This row would overflow the request: send the rows before it, keep it.
             let earlier = self.buf.split_to(row_start);
-            let n = self.rows_in_buf;
-            self.rows_in_buf = 1;
-            self.batch_started = Some(std::time::Instant::now());
-            self.send(earlier, n).await?;
-        } else {
-            self.rows_in_buf += 1;
+            let fresh = Vec::with_capacity(self.batch_capacity());
+            let records = std::mem::replace(&mut self.batch_records, fresh);
+            self.batch_started = Some(Instant::now());
+            self.send(earlier, records).await?;
         }
+        self.batch_records.push(record);
         if self.batch_started.is_none() {
-            self.batch_started = Some(std::time::Instant::now());
+            self.batch_started = Some(Instant::now());
         }
-        if self.rows_in_buf >= self.limits.max_rows || self.buf.len() >= self.limits.max_bytes {
+        if self.batch_records.len() >= self.limits.max_rows || self.buf.len() >= self.limits.max_bytes {
             self.send_buffered().await?;
         }
-        Ok(())
+        Ok(None)
+    }
+
+    fn batch_capacity(&self) -> usize {
+        self.limits.max_rows.min(4096)
     }
 
     /// Sends what is buffered and waits for every acknowledgement. In Batch mode the rows are
@@ -233,10 +289,10 @@ impl TableSink {
             }
             WriteMode::Batch => {
                 let rows = self.client.finalize_write_stream(&name).await?;
-                if rows != self.next_offset {
+                if rows != self.acked_end {
                     return Err(EngineError::Transport(TransportError::Protocol(format!(
-                        "the pending stream holds {rows} rows but {} were sent; not committing",
-                        self.next_offset
+                        "the pending stream holds {rows} rows but {} were acknowledged; not committing",
+                        self.acked_end
                     ))));
                 }
                 self.client.batch_commit(&self.table, std::slice::from_ref(&name)).await?;
@@ -245,17 +301,23 @@ impl TableSink {
         self.write_stream = None;
         self.stream = None;
         self.next_offset = 0;
+        self.acked_end = 0;
         Ok(())
     }
 
     /// Rows encoded but not yet acknowledged.
     pub fn pending_rows(&self) -> usize {
-        self.rows_in_buf + self.inflight.iter().map(|f| f.request.row_count()).sum::<usize>()
+        self.batch_records.len() + self.inflight.iter().map(|f| f.records.len()).sum::<usize>()
+    }
+
+    /// Bytes of requests awaiting acknowledgement plus the batch being built.
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.len() + self.inflight.iter().map(|f| f.request.encoded_len()).sum::<usize>()
     }
 
     /// Sends the current batch when its oldest row has waited at least `age` (the batch
     /// timeout), without waiting for acknowledgements beyond the in-flight bound.
-    pub async fn send_if_older_than(&mut self, age: std::time::Duration) -> Result<(), EngineError> {
+    pub async fn send_if_older_than(&mut self, age: Duration) -> Result<(), EngineError> {
         match self.batch_started {
             Some(t) if t.elapsed() >= age => self.send_buffered().await,
             _ => Ok(()),
@@ -272,13 +334,14 @@ impl TableSink {
     }
 
     async fn send_buffered(&mut self) -> Result<(), EngineError> {
-        if self.rows_in_buf == 0 {
+        if self.batch_records.is_empty() {
             return Ok(());
         }
         let rows = self.buf.split();
-        let n = std::mem::take(&mut self.rows_in_buf);
+        let fresh = Vec::with_capacity(self.batch_capacity());
+        let records = std::mem::replace(&mut self.batch_records, fresh);
         self.batch_started = None;
-        self.send(rows, n).await
+        self.send(rows, records).await
     }
 
     async fn stream_name(&mut self) -> Result<String, TransportError> {
@@ -290,26 +353,41 @@ impl TableSink {
         debug!(table = %self.table, stream = %info.name, ?kind, "created write stream");
         self.write_stream = Some(info.name.clone());
         self.next_offset = 0;
+        self.acked_end = 0;
         Ok(info.name)
     }
 
-    async fn send(&mut self, rows: BytesMut, row_count: usize) -> Result<(), EngineError> {
-        // After a connection died, the requests it had in flight are resent first and in
-        // order: with offsets, a newer request must never reach the stream before them.
+    fn uses_offsets(&self) -> bool {
+        self.mode != WriteMode::Streaming
+    }
+
+    async fn send(&mut self, rows: BytesMut, records: Vec<Record>) -> Result<(), EngineError> {
+        // After a connection died, or offsets went stale, the requests in flight are settled
+        // first and in order: a newer request must never reach the stream before them.
         let stale = self.inflight.front().is_some_and(|f| f.generation < self.generation);
-        if stale || self.stream.as_ref().is_some_and(AppendStream::is_closed) {
+        if self.resync || stale || self.stream.as_ref().is_some_and(AppendStream::is_closed) {
             while let Some(f) = self.inflight.pop_front() {
                 self.settle(f).await?;
             }
+            if self.resync {
+                self.next_offset = self.acked_end;
+                self.resync = false;
+            }
         }
         let name = self.stream_name().await?;
-        let offset = (self.mode != WriteMode::Streaming).then_some(self.next_offset);
-        let request = AppendRequest::new(&name, self.encoder.descriptor(), rows.freeze(), row_count, offset)?;
+        let offset = self.uses_offsets().then_some(self.next_offset);
+        let request = AppendRequest::new(&name, self.encoder.descriptor(), rows.freeze(), records.len(), offset)?;
         if offset.is_some() {
-            self.next_offset += row_count as i64;
+            self.next_offset += records.len() as i64;
         }
         let ack = self.dispatch(request.clone()).await?;
-        self.inflight.push_back(InFlight { request, ack, generation: self.generation });
+        self.inflight.push_back(InFlight {
+            request,
+            records,
+            ack: Some(ack),
+            generation: self.generation,
+            sent_at: Instant::now(),
+        });
         while self.inflight.len() > self.limits.max_inflight {
             if let Some(f) = self.inflight.pop_front() {
                 self.settle(f).await?;
@@ -335,40 +413,247 @@ impl TableSink {
         stream.send(request).await
     }
 
-    /// Waits for one request's acknowledgement, resending it after temporary failures.
-    async fn settle(&mut self, mut f: InFlight) -> Result<(), EngineError> {
-        let mut attempt = 1;
-        loop {
-            let outcome = match (&mut f.ack).await {
-                // With offsets, ALREADY_EXISTS means an earlier attempt of this very request was
-                // written: the rows are in the table once, which is the point.
-                Err(TransportError::Append { code: StatusCode::AlreadyExists, .. }) if f.request.offset().is_some() => {
-                    debug!(table = %self.table, offset = ?f.request.offset(), "rows already written");
-                    Ok(Default::default())
+    /// Abandons the current connection (hung, or failed): its waiting requests fail as closed
+    /// and are resent by `settle`.
+    fn drop_connection(&mut self) {
+        if let Some(s) = self.stream.take() {
+            s.abort();
+            self.stats.reconnects += 1;
+        }
+    }
+
+    /// Sends `request` (fresh) and waits for its answer within the deadline.
+    async fn round_trip(&mut self, f: &mut InFlight) -> Result<bqsink_transport::AppendAck, TransportError> {
+        let ack = match f.ack.take() {
+            Some(a) => a,
+            None => {
+                f.sent_at = Instant::now();
+                self.dispatch(f.request.clone()).await?
+            }
+        };
+        let remaining = self.retry.request_timeout.saturating_sub(f.sent_at.elapsed());
+        match tokio::time::timeout(remaining, ack).await {
+            Ok(result) => result,
+            Err(_) => {
+                warn!(table = %self.table, "no answer within {:?}; replacing the connection", self.retry.request_timeout);
+                self.drop_connection();
+                Err(TransportError::Grpc {
+                    code: StatusCode::DeadlineExceeded,
+                    message: format!("no answer within {:?}", self.retry.request_timeout),
+                })
+            }
+        }
+    }
+
+    /// Waits for one request's outcome and deals with every failure (see the module docs).
+    async fn settle(&mut self, first: InFlight) -> Result<(), EngineError> {
+        let mut work = VecDeque::from([first]);
+        while let Some(mut f) = work.pop_front() {
+            let started = Instant::now();
+            let mut attempt = 1;
+            loop {
+                if self.resync && f.ack.is_none() {
+                    // Offsets moved below this request: it goes at the stream's end.
+                    f.request = f.request.with_offset(Some(self.acked_end))?;
                 }
-                other => other,
-            };
-            match outcome {
-                Ok(ack) => {
-                    if let Some(schema) = ack.updated_schema {
-                        debug!(table = %self.table, columns = schema.fields.len(), "BigQuery reports a new table schema");
+                let outcome = self.round_trip(&mut f).await;
+                let offset = f.request.offset();
+                match outcome {
+                    Ok(ack) => {
+                        self.acknowledged(&f);
+                        if let Some(schema) = ack.updated_schema {
+                            debug!(table = %self.table, columns = schema.fields.len(), "BigQuery reports a new table schema");
+                        }
+                        break;
                     }
-                    self.stats.rows_written += f.request.row_count() as u64;
-                    self.stats.bytes_written += f.request.encoded_len() as u64;
-                    self.stats.requests += 1;
-                    return Ok(());
-                }
-                Err(e) => {
-                    let Some(wait) = self.retry.backoff(&e, attempt) else {
-                        return Err(EngineError::Transport(e));
-                    };
-                    warn!(table = %self.table, attempt, error = %e, "append failed; retrying in {wait:?}");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                    self.stats.retries += 1;
-                    f.ack = self.dispatch(f.request.clone()).await?;
+                    // With offsets, ALREADY_EXISTS means an earlier attempt of these very rows
+                    // was written: they are in the table once, which is the point.
+                    Err(TransportError::Append { code: StatusCode::AlreadyExists, .. }) if offset.is_some() => {
+                        debug!(table = %self.table, ?offset, "rows already written");
+                        self.acknowledged(&f);
+                        break;
+                    }
+                    Err(TransportError::Append { code: StatusCode::OutOfRange, message, .. }) if offset.is_some() => {
+                        // The stream's end is not where this request expected: send it again at
+                        // the end acknowledged so far (bounded like any retry).
+                        if attempt >= self.retry.max_attempts {
+                            return Err(EngineError::Transport(TransportError::Append {
+                                code: StatusCode::OutOfRange,
+                                message,
+                                rejected: Vec::new(),
+                            }));
+                        }
+                        debug!(table = %self.table, ?offset, end = self.acked_end, %message, "offset out of range; resending at the stream's end");
+                        attempt += 1;
+                        self.resync = true;
+                    }
+                    Err(TransportError::Append { rejected, message, .. }) if !rejected.is_empty() => {
+                        let bad: std::collections::BTreeMap<usize, String> =
+                            rejected.into_iter().map(|r| (r.index as usize, r.message)).collect();
+                        let good: Vec<usize> = (0..f.records.len()).filter(|i| !bad.contains_key(i)).collect();
+                        debug!(table = %self.table, refused = bad.len(), %message, "rows refused; resending the others");
+                        let mut keep = Vec::with_capacity(good.len());
+                        for (i, record) in std::mem::take(&mut f.records).into_iter().enumerate() {
+                            match bad.get(&i) {
+                                Some(m) => self.refuse(RowError::new(column_of(m), m.clone()), record)?,
+                                None => keep.push(record),
+                            }
+                        }
+                        if good.is_empty() {
+                            break;
+                        }
+                        if self.uses_offsets() {
+                            self.resync = true;
+                        }
+                        let at = offset.map(|_| self.acked_end);
+                        f.request = f.request.subset(&good, at)?;
+                        f.records = keep;
+                    }
+                    Err(e) if is_data_error(&e) => {
+                        if matches!(e, TransportError::Grpc { .. }) {
+                            // A stream-level refusal closes the connection.
+                            self.drop_connection();
+                        }
+                        if self.uses_offsets() {
+                            self.resync = true;
+                        }
+                        if f.records.len() == 1 {
+                            let record = f.records.pop().unwrap_or_default();
+                            let message = error_message(&e);
+                            self.refuse(RowError::new(column_of(&message), message), record)?;
+                            break;
+                        }
+                        // Bisect: the halves go first, in order, at the stream's end.
+                        let n = f.records.len();
+                        let mut second_records = std::mem::take(&mut f.records);
+                        let first_records: Vec<Record> = second_records.drain(..n / 2).collect();
+                        let first_idx: Vec<usize> = (0..n / 2).collect();
+                        let second_idx: Vec<usize> = (n / 2..n).collect();
+                        let first = InFlight {
+                            request: f.request.subset(&first_idx, offset)?,
+                            records: first_records,
+                            ack: None,
+                            generation: self.generation,
+                            sent_at: Instant::now(),
+                        };
+                        let second = InFlight {
+                            request: f.request.subset(&second_idx, offset)?,
+                            records: second_records,
+                            ack: None,
+                            generation: self.generation,
+                            sent_at: Instant::now(),
+                        };
+                        debug!(table = %self.table, rows = n, error = %e, "request refused for its data; bisecting");
+                        work.push_front(second);
+                        work.push_front(first);
+                        break;
+                    }
+                    Err(e) => {
+                        let within_time = started.elapsed() < self.retry.max_elapsed;
+                        let wait = self.retry.backoff(&e, attempt).filter(|_| within_time);
+                        let Some(wait) = wait else { return Err(EngineError::Transport(e)) };
+                        if !self.budget.withdraw() {
+                            warn!(table = %self.table, error = %e, "retry budget spent");
+                            return Err(EngineError::Transport(e));
+                        }
+                        warn!(table = %self.table, attempt, error = %e, "append failed; retrying in {wait:?}");
+                        if !self.uses_offsets() {
+                            self.stats.rows_resent_ambiguous += f.records.len() as u64;
+                        }
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                        self.stats.retries += 1;
+                    }
                 }
             }
         }
+        Ok(())
+    }
+
+    fn acknowledged(&mut self, f: &InFlight) {
+        let rows = f.records.len() as u64;
+        self.stats.rows_written += rows;
+        self.stats.bytes_written += f.request.encoded_len() as u64;
+        self.stats.requests += 1;
+        self.budget.deposit();
+        if let Some(o) = f.request.offset() {
+            self.acked_end = self.acked_end.max(o + rows as i64);
+        }
+    }
+
+    fn refuse(&mut self, error: RowError, record: Record) -> Result<(), EngineError> {
+        self.stats.rows_refused += 1;
+        match &self.dlq {
+            Some(q) => q
+                .push(DeadLetter::new(Reason::from_row_error(&self.table, &error), Payload::Record(record)))
+                .map_err(EngineError::DeadLetter),
+            None => {
+                self.refused.push((error, record));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether a failure means "these rows cannot be stored" rather than "try again".
+fn is_data_error(e: &TransportError) -> bool {
+    matches!(
+        e.code(),
+        Some(StatusCode::InvalidArgument) | Some(StatusCode::Unknown) if !e.is_retryable()
+    ) && !is_schema_error(e)
+}
+
+/// A refusal of the writer schema itself (no row is to blame): not bisected.
+fn is_schema_error(e: &TransportError) -> bool {
+    let m = error_message(e).to_ascii_lowercase();
+    m.contains("input schema") || m.contains("writer schema") || m.contains("proto schema")
+}
+
+fn error_message(e: &TransportError) -> String {
+    match e {
+        TransportError::Grpc { message, .. } | TransportError::Append { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The column a server message names, when it quotes one (`… field 'a.b' …`, `… column "x" …`).
+fn column_of(message: &str) -> String {
+    for key in ["field ", "column ", "Field ", "Column "] {
+        if let Some(rest) = message.split(key).nth(1) {
+            let rest = rest.trim_start();
+            if let Some(q) = rest.chars().next().filter(|c| matches!(c, '\'' | '"' | '`')) {
+                if let Some(name) = rest[1..].split(q).next() {
+                    return name.to_owned();
+                }
+            }
+            let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '.')).collect();
+            if !word.is_empty() {
+                return word;
+            }
+        }
+    }
+    String::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_read_from_server_messages() {
+        assert_eq!(column_of("Field 'outer.leaf': value out of range"), "outer.leaf");
+        assert_eq!(column_of("Could not convert value to geography for column \"g\""), "g");
+        assert_eq!(column_of("row 3: field d is out of range"), "d");
+        assert_eq!(column_of("something else"), "");
+    }
+
+    #[test]
+    fn data_errors_are_bisected_schema_errors_are_not() {
+        let e = |code, m: &str| TransportError::Grpc { code, message: m.into() };
+        assert!(is_data_error(&e(StatusCode::InvalidArgument, "bad value for field g")));
+        assert!(is_data_error(&e(StatusCode::Unknown, "conversion failed")));
+        assert!(!is_data_error(&e(StatusCode::InvalidArgument, "Input schema has more fields than BigQuery schema")));
+        assert!(!is_data_error(&e(StatusCode::Unavailable, "try again")));
+        assert!(!is_data_error(&e(StatusCode::PermissionDenied, "no")));
     }
 }

@@ -190,8 +190,8 @@ impl WriteClient {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let task =
             StreamTask { channel: self.channel.clone(), auth: self.auth.clone(), routing: routing_stream.to_owned() };
-        tokio::spawn(task.run(rx));
-        AppendStream { tx }
+        let handle = tokio::spawn(task.run(rx));
+        AppendStream { tx, task: std::sync::Arc::new(handle.abort_handle()) }
     }
 }
 
@@ -224,6 +224,7 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct AppendStream {
     tx: mpsc::Sender<Pending>,
+    task: std::sync::Arc<tokio::task::AbortHandle>,
 }
 
 /// Resolves when BigQuery acknowledges (or refuses) one request.
@@ -253,7 +254,12 @@ impl AppendStream {
 
     /// Whether the stream has ended (a new one must be opened).
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.tx.is_closed() || self.task.is_finished()
+    }
+
+    /// Ends the stream at once (a hung server): every waiting request fails as closed.
+    pub fn abort(&self) {
+        self.task.abort();
     }
 }
 

@@ -194,9 +194,7 @@ impl TransportError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Connect { .. } | Self::StreamClosed(_) => true,
-            Self::Grpc { code, message } => {
-                code.is_retryable() || message.to_ascii_lowercase().contains("connection draining")
-            }
+            Self::Grpc { code, message } => code.is_retryable() || message.to_ascii_lowercase().contains("draining"),
             Self::Append { code, .. } => code.is_retryable(),
             Self::Rest { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504),
             _ => false,

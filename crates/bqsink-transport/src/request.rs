@@ -25,6 +25,8 @@ pub struct AppendRequest {
     pub(crate) rows: Bytes,
     row_count: usize,
     offset: Option<i64>,
+    write_stream: std::sync::Arc<str>,
+    descriptor: RowDescriptor,
 }
 
 impl AppendRequest {
@@ -62,7 +64,80 @@ impl AppendRequest {
         if total > MAX_REQUEST_BYTES {
             return Err(TransportError::TooLarge { bytes: total, limit: MAX_REQUEST_BYTES });
         }
-        Ok(Self { header: h.freeze(), rows, row_count, offset })
+        Ok(Self {
+            header: h.freeze(),
+            rows,
+            row_count,
+            offset,
+            write_stream: write_stream.into(),
+            descriptor: descriptor.clone(),
+        })
+    }
+
+    /// The same rows at another offset (after BigQuery's stream end moved).
+    pub fn with_offset(&self, offset: Option<i64>) -> Result<Self, TransportError> {
+        Self::new(&self.write_stream, &self.descriptor, self.rows.clone(), self.row_count, offset)
+    }
+
+    /// A request of some of this request's rows (by index, in order), for resending the good
+    /// rows of a partly refused request or bisecting one. Contiguous runs are sliced, not copied.
+    pub fn subset(&self, rows: &[usize], offset: Option<i64>) -> Result<Self, TransportError> {
+        let spans = self.row_spans()?;
+        let mut contiguous = rows.windows(2).all(|w| w[1] == w[0] + 1);
+        contiguous &= rows.last().is_some_and(|&l| l < spans.len());
+        let bytes = match (rows.first(), rows.last()) {
+            (Some(&a), Some(&b)) if contiguous => self.rows.slice(spans[a].start..spans[b].end),
+            _ => {
+                let mut buf = BytesMut::new();
+                for &i in rows {
+                    let span = spans.get(i).ok_or_else(|| {
+                        TransportError::Protocol(format!("row {i} is not in a request of {} rows", spans.len()))
+                    })?;
+                    buf.extend_from_slice(&self.rows[span.clone()]);
+                }
+                buf.freeze()
+            }
+        };
+        Self::new(&self.write_stream, &self.descriptor, bytes, rows.len(), offset)
+    }
+
+    /// Byte ranges of each `serialized_rows` entry (key, length and message) in the row bytes.
+    fn row_spans(&self) -> Result<Vec<std::ops::Range<usize>>, TransportError> {
+        let b = &self.rows[..];
+        let mut spans = Vec::with_capacity(self.row_count);
+        let mut at = 0;
+        while at < b.len() {
+            let start = at;
+            if b[at] != 0x0A {
+                return Err(TransportError::Protocol("row bytes are not ProtoRows entries".into()));
+            }
+            at += 1;
+            let mut len: usize = 0;
+            let mut shift = 0;
+            loop {
+                let byte = *b.get(at).ok_or_else(|| TransportError::Protocol("truncated row entry".into()))?;
+                at += 1;
+                len |= usize::from(byte & 0x7f) << shift;
+                if byte < 0x80 {
+                    break;
+                }
+                shift += 7;
+                if shift > 63 {
+                    return Err(TransportError::Protocol("bad row length".into()));
+                }
+            }
+            at += len;
+            if at > b.len() {
+                return Err(TransportError::Protocol("truncated row entry".into()));
+            }
+            spans.push(start..at);
+        }
+        Ok(spans)
+    }
+
+    /// The write stream the request is for.
+    pub fn write_stream(&self) -> &str {
+        &self.write_stream
     }
 
     /// Rows in the request.
@@ -116,5 +191,44 @@ mod tests {
         assert_eq!(rows.len(), 300);
         let schema = data.writer_schema.expect("schema").proto_descriptor.expect("descriptor");
         assert_eq!(schema.field.len(), 2);
+    }
+
+    #[test]
+    fn subsets_and_offsets_keep_the_rows_intact() {
+        let schema = Schema::new(vec![Field::new("id", FieldType::Int64), Field::new("s", FieldType::String)]);
+        let desc = RowDescriptor::new(&schema).expect("schema");
+        let mut enc = crate::RowEncoder::new(desc.clone());
+        let mut rows = BytesMut::new();
+        for i in 0..10i64 {
+            let r = Record::new().with("id", i).with("s", "y".repeat(i as usize * 30));
+            enc.encode_row_entry(&r, &mut rows).expect("encode");
+        }
+        let req = AppendRequest::new("s", &desc, rows.freeze(), 10, Some(0)).expect("request");
+        let ids = |r: &AppendRequest| -> Vec<i64> {
+            use google_cloud_googleapis::cloud::bigquery::storage::v1::append_rows_request::Rows;
+            let d = google_cloud_googleapis::cloud::bigquery::storage::v1::AppendRowsRequest::decode(r.to_bytes())
+                .expect("valid");
+            let Some(Rows::ProtoRows(data)) = d.rows else { panic!("rows") };
+            data.rows
+                .expect("rows")
+                .serialized_rows
+                .iter()
+                .map(|b| {
+                    // Field 1 varint: key 0x08 then the value.
+                    let mut v = 0i64;
+                    for (i, byte) in b[1..].iter().enumerate() {
+                        v |= i64::from(byte & 0x7f) << (7 * i);
+                        if byte & 0x80 == 0 {
+                            break;
+                        }
+                    }
+                    v
+                })
+                .collect()
+        };
+        assert_eq!(ids(&req.subset(&[2, 3, 4], Some(2)).expect("slice")), vec![2, 3, 4]);
+        assert_eq!(ids(&req.subset(&[0, 9], None).expect("copy")), vec![0, 9]);
+        assert_eq!(req.with_offset(Some(7)).expect("re-offset").offset(), Some(7));
+        assert!(req.subset(&[10], None).is_err());
     }
 }

@@ -9,9 +9,7 @@ use bqsink_core::{
     ConfigError, CreateDisposition, DestinationConfig, FieldType, Mode, PartitionType, Record, RowError, Schema,
     TableRef, TimePartitioning, WriteDisposition, WriteMode,
 };
-use bqsink_engine::{
-    BatchLimits, DeadLetter, DeadLetterQueue, EngineError, NdjsonFile, Payload, Reason, RetryPolicy, TableSink,
-};
+use bqsink_engine::{BatchLimits, DeadLetter, DeadLetterQueue, NdjsonFile, Payload, Reason, RetryPolicy, TableSink};
 use bqsink_schema::Change;
 use bqsink_transport::{Auth, Endpoints, RestClient, RowDescriptor, TableSpec, WriteClient};
 use futures::{Stream, StreamExt};
@@ -175,10 +173,10 @@ impl Destination {
     async fn write_one(&self, record: Record, index: Option<u64>) -> Result<Option<RowError>, Error> {
         self.take_deferred()?;
         self.inner.rows_read.fetch_add(1, Ordering::Relaxed);
-        let result = self.inner.sink.lock().await.write(&record).await;
+        let result = self.inner.sink.lock().await.write(record).await;
         match result {
-            Ok(()) => Ok(None),
-            Err(EngineError::Row(mut e)) => {
+            Ok(None) => Ok(None),
+            Ok(Some((mut e, record))) => {
                 if let Some(i) = index {
                     e = e.at_row(i);
                 }
@@ -243,15 +241,23 @@ impl Destination {
             q.flush().map_err(|e| Error::DeadLetter(format!("cannot flush the dead-letter queue: {e}")))?;
         }
         let s = sink.stats();
+        // Rows BigQuery itself refused were dead-lettered by the sink, or kept for the caller.
+        let (server_dead, server_kept) = if inner.dlq.is_some() { (s.rows_refused, 0) } else { (0, s.rows_refused) };
         Ok(Summary {
             rows_read: inner.rows_read.load(Ordering::Relaxed),
             rows_written: s.rows_written,
-            rows_dead_lettered: inner.rows_dead_lettered.load(Ordering::Relaxed),
-            rows_rejected: inner.rows_rejected.load(Ordering::Relaxed),
+            rows_dead_lettered: inner.rows_dead_lettered.load(Ordering::Relaxed) + server_dead,
+            rows_rejected: inner.rows_rejected.load(Ordering::Relaxed) + server_kept,
             requests: s.requests,
             bytes_written: s.bytes_written,
             retries: s.retries,
         })
+    }
+
+    /// Rows BigQuery refused (after they were encoded) when no dead-letter queue is set, each
+    /// with the reason. Rows the encoder refuses are returned by `write` itself.
+    pub async fn take_refused_rows(&self) -> Vec<(RowError, Record)> {
+        self.inner.sink.lock().await.take_refused()
     }
 
     /// Creates the table with `schema` (and the configured partitioning and clustering) when it

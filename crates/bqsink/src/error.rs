@@ -61,6 +61,7 @@ impl From<EngineError> for Error {
         match e {
             EngineError::Row(r) => Self::Row(r),
             EngineError::Transport(t) => Self::Transport(t),
+            EngineError::DeadLetter(io) => Self::DeadLetter(format!("cannot write to the dead-letter queue: {io}")),
             #[allow(unreachable_patterns)]
             other => Self::Transport(TransportError::Protocol(other.to_string())),
         }

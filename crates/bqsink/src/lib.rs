@@ -14,6 +14,7 @@ pub use bqsink_core::{
     Record, RowError, Schema, SchemaError, TableRef, Time, TimePartitioning, Timestamp, Value, WriteDisposition,
 };
 pub use bqsink_core::{DestinationConfig, WriteMode};
+pub use bqsink_engine::dlq;
 pub use bqsink_engine::{BatchLimits, DeadLetter, DeadLetterQueue, NdjsonFile, Payload, Reason, RetryPolicy};
 pub use bqsink_schema::{Change, Refusal};
 pub use bqsink_transport::{
