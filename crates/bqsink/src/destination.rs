@@ -59,6 +59,9 @@ pub struct Summary {
     pub bytes_written: u64,
     /// Requests resent after temporary failures.
     pub retries: u64,
+    /// Rows resent after a failure whose outcome was unknown: on the default stream
+    /// (at-least-once) duplicates are at most this many; with offsets, none.
+    pub rows_resent_ambiguous: u64,
 }
 
 /// Per-row outcome of [`Destination::write_stream`].
@@ -251,6 +254,7 @@ impl Destination {
             requests: s.requests,
             bytes_written: s.bytes_written,
             retries: s.retries,
+            rows_resent_ambiguous: s.rows_resent_ambiguous,
         })
     }
 
@@ -550,7 +554,6 @@ impl DestinationBuilder {
         if let Some(b) = self.max_batch_bytes {
             limits = limits.with_max_bytes(b);
         }
-        let sink = TableSink::new(client, table.clone(), descriptor, limits, self.retry).with_mode(mode);
         let dlq =
             match (self.dlq, self.dlq_path) {
                 (Some(q), _) => Some(q),
@@ -559,6 +562,9 @@ impl DestinationBuilder {
                 })?) as Arc<dyn DeadLetterQueue>),
                 (None, None) => None,
             };
+        let sink = TableSink::new(client, table.clone(), descriptor, limits, self.retry)
+            .with_mode(mode)
+            .with_dead_letters(dlq.clone());
         let timeout = Duration::from_millis(config.batch_timeout_ms);
         let inner = Arc::new(Inner {
             config,
