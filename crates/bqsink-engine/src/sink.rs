@@ -520,7 +520,11 @@ impl TableSink {
                         if f.records.len() == 1 {
                             let record = f.records.pop().unwrap_or_default();
                             let message = error_message(&e);
-                            self.refuse(RowError::new(column_of(&message), message), record)?;
+                            let mut column = column_of(&message);
+                            if column.is_empty() {
+                                column = guess_column(&message, f.request.descriptor().schema(), &record);
+                            }
+                            self.refuse(RowError::new(column, message), record)?;
                             break;
                         }
                         // Bisect: the halves go first, in order, at the stream's end.
@@ -635,9 +639,58 @@ fn column_of(message: &str) -> String {
     String::new()
 }
 
+/// When a server refuses a row without naming a column (some emulators): the one non-null
+/// column whose type the message talks about, if there is exactly one.
+fn guess_column(message: &str, schema: &bqsink_core::Schema, record: &Record) -> String {
+    use bqsink_core::FieldType as T;
+    let m = message.to_ascii_lowercase();
+    let types: &[T] = if m.contains("geometry") || m.contains("geography") || m.contains("wkt") {
+        &[T::Geography]
+    } else if m.contains("json") {
+        &[T::Json]
+    } else if m.contains("decimal") || m.contains("numeric") {
+        &[T::Numeric, T::BigNumeric]
+    } else if m.contains("timestamp") {
+        &[T::Timestamp]
+    } else if m.contains("datetime") {
+        &[T::DateTime]
+    } else if m.contains("date") {
+        &[T::Date]
+    } else if m.contains("time") {
+        &[T::Time]
+    } else {
+        return String::new();
+    };
+    let candidates: Vec<&str> = schema
+        .fields
+        .iter()
+        .filter(|f| types.contains(&f.field_type))
+        .filter(|f| record.get(&f.name).is_some_and(|v| !v.is_null()))
+        .map(|f| f.name.as_str())
+        .collect();
+    match candidates.as_slice() {
+        [one] => (*one).to_owned(),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unnamed_columns_are_guessed_only_when_unambiguous() {
+        let schema = bqsink_core::Schema::new(vec![
+            bqsink_core::Field::new("id", bqsink_core::FieldType::Int64),
+            bqsink_core::Field::new("g", bqsink_core::FieldType::Geography),
+            bqsink_core::Field::new("h", bqsink_core::FieldType::Geography),
+        ]);
+        let one = Record::new().with("id", 1).with("g", "POINT(");
+        assert_eq!(guess_column("Failed to parse geometry", &schema, &one), "g");
+        let two = one.clone().with("h", "POINT(1 1)");
+        assert_eq!(guess_column("Failed to parse geometry", &schema, &two), "");
+        assert_eq!(guess_column("something odd", &schema, &one), "");
+    }
 
     #[test]
     fn columns_are_read_from_server_messages() {

@@ -135,6 +135,11 @@ impl AppendRequest {
         Ok(spans)
     }
 
+    /// The descriptor the rows were encoded with.
+    pub fn descriptor(&self) -> &RowDescriptor {
+        &self.descriptor
+    }
+
     /// The write stream the request is for.
     pub fn write_stream(&self) -> &str {
         &self.write_stream
