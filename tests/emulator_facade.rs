@@ -119,3 +119,31 @@ async fn the_schema_api_creates_alters_within_the_rules_and_drops() {
     assert!(dest.drop_table().await.expect("drop"));
     assert!(dest.rest().get_table(dest.table()).await.expect("get").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_prometheus_and_health_describe_the_destination() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let dest = builder(&emu, "observed").build().await.expect("destination");
+    for id in 0..250 {
+        dest.write(Record::new().with("id", id)).await.expect("row");
+    }
+    dest.flush().await.expect("flush");
+    let m = dest.metrics();
+    assert_eq!(m.records_written, 250);
+    assert_eq!(m.batches_processed, 3, "100-row batches");
+    assert!(m.bytes_written > 0 && m.latency_p50_ms > 0.0 && m.average_latency_ms > 0.0, "{m:?}");
+    assert!(m.streaming_enabled);
+    assert_eq!((m.in_flight_rows, m.in_flight_bytes), (0, 0));
+    let text = dest.metrics_prometheus();
+    assert!(text.contains("bqsink_records_written_total{table=\"conformance.facade.observed\"} 250"), "{text}");
+    assert!(text.contains("# TYPE bqsink_append_latency_seconds histogram"), "{text}");
+    let health = dest.health().await;
+    assert!(health.is_healthy(), "{health:?}");
+    let names: Vec<&str> = health.checks.iter().map(|c| c.name).collect();
+    assert_eq!(names, ["connectivity", "dataset", "table", "error_rate"]);
+    dest.drop_table().await.expect("drop");
+    let health = dest.health().await;
+    let table = health.checks.iter().find(|c| c.name == "table").expect("table check");
+    assert!(!table.ok && table.detail.contains("does not exist"), "{table:?}");
+    assert!(health.checks.iter().find(|c| c.name == "dataset").is_some_and(|c| c.ok));
+}

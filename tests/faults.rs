@@ -32,12 +32,16 @@ async fn start(sink: &RefSink, table: &str, mode: WriteMode) -> Run {
     let retry = RetryPolicy::default()
         .with_backoff(Duration::from_millis(10), Duration::from_millis(200))
         .with_request_timeout(Duration::from_millis(800));
+    // The breaker still opens during the injected outages; a short cool-down keeps tests quick.
+    let mut breaker = bqsink::CircuitBreakerConfig::default();
+    breaker.cool_down = Duration::from_millis(100);
     let dest = Destination::builder()
         .endpoints(Endpoints::emulator(&sink.rest_host(), &sink.grpc_host()))
         .project_id("fault-project")
         .dataset_id("faults")
         .table_id(table)
         .schema(schema())
+        .circuit_breaker(breaker)
         .write_mode(mode)
         .batch_size(100)
         .max_concurrent_batches(4)
@@ -244,4 +248,125 @@ async fn the_schema_changes_mid_stream() {
     let rows = sink.rows("fault-project", "faults", "evolving");
     let added = rows.iter().filter(|r| r["added"].as_str().is_some_and(|s| s.starts_with('v'))).count();
     assert_eq!(added, 500, "rows after the change carry the new column; rows before it read NULL");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_circuit_breaker_opens_fails_fast_and_closes_again() {
+    let sink = RefSink::start().await.expect("sink");
+    let mut breaker = bqsink::CircuitBreakerConfig::default();
+    breaker.failure_threshold = 3;
+    breaker.cool_down = Duration::from_millis(300);
+    breaker.when_open = bqsink::WhenOpen::FailFast;
+    let dest = Destination::builder()
+        .endpoints(Endpoints::emulator(&sink.rest_host(), &sink.grpc_host()))
+        .project_id("fault-project")
+        .dataset_id("faults")
+        .table_id("breaker")
+        .schema(schema())
+        .batch_size(1)
+        .max_concurrent_batches(1)
+        .retry_policy(
+            RetryPolicy::default()
+                .with_max_attempts(2)
+                .with_backoff(Duration::from_millis(1), Duration::from_millis(5)),
+        )
+        .circuit_breaker(breaker)
+        .build()
+        .await
+        .expect("destination");
+    sink.faults().fail_next(1_000, Code::Unavailable, FailMode::InResponse);
+    let mut opened = None;
+    for id in 0..20i64 {
+        match dest.write(Record::new().with("id", id)).await {
+            Err(bqsink::Error::BreakerOpen { retry_after }) => {
+                opened = Some(retry_after);
+                break;
+            }
+            _ => continue,
+        }
+    }
+    assert!(opened.is_some(), "the breaker opened after repeated UNAVAILABLE");
+    assert_eq!(dest.breaker_state(), bqsink::BreakerState::Open);
+    assert_eq!(dest.metrics().breaker_state, bqsink::BreakerState::Open);
+    assert!(!dest.health().await.is_healthy());
+    sink.faults().clear();
+    // Fail-fast refuses new rows while open; once the cool-down passes, a probe closes it.
+    let mut accepted = false;
+    for _ in 0..50 {
+        match dest.write(Record::new().with("id", 100)).await {
+            Err(bqsink::Error::BreakerOpen { retry_after }) => tokio::time::sleep(retry_after).await,
+            Ok(()) => {
+                accepted = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(accepted, "the breaker let a probe through after its cool-down");
+    dest.flush().await.expect("flush");
+    assert_eq!(dest.breaker_state(), bqsink::BreakerState::Closed);
+    // Rows of requests that failed for good were dead-lettered, not lost: nothing else to check
+    // here than that the probe row arrived.
+    assert!(table_ids(&sink, "breaker").contains_key(&100));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rate_limiter_keeps_rows_per_second_within_the_quota() {
+    let sink = RefSink::start().await.expect("sink");
+    let dest = Destination::builder()
+        .endpoints(Endpoints::emulator(&sink.rest_host(), &sink.grpc_host()))
+        .project_id("fault-project")
+        .dataset_id("faults")
+        .table_id("limited")
+        .schema(schema())
+        .batch_size(500)
+        .rate_limit(bqsink::RateLimitConfig::default().with_rows_per_second(2_000))
+        .build()
+        .await
+        .expect("destination");
+    let started = std::time::Instant::now();
+    for id in 0..6_000i64 {
+        dest.write(Record::new().with("id", id)).await.expect("write");
+    }
+    dest.flush().await.expect("flush");
+    // 6,000 rows at 2,000 rows/s with one second of burst: at least two seconds of waiting.
+    assert!(started.elapsed() >= Duration::from_millis(1_900), "{:?}", started.elapsed());
+    let m = dest.metrics();
+    assert!(m.rate_limit_waits > 0 && m.rate_limit_wait_seconds > 1.5, "{m:?}");
+    assert_eq!(dest.close().await.expect("close").rows_written, 6_000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn try_write_answers_full_instead_of_waiting() {
+    let sink = RefSink::start().await.expect("sink");
+    let dest = Destination::builder()
+        .endpoints(Endpoints::emulator(&sink.rest_host(), &sink.grpc_host()))
+        .project_id("fault-project")
+        .dataset_id("faults")
+        .table_id("full")
+        .schema(schema())
+        .batch_size(10)
+        .max_concurrent_batches(2)
+        .build()
+        .await
+        .expect("destination");
+    sink.faults().hang();
+    let mut accepted = 0i64;
+    let mut full = false;
+    for id in 0..1_000i64 {
+        match dest.try_write(Record::new().with("id", id)).await {
+            Ok(()) => accepted += 1,
+            Err(bqsink::Error::Full) => {
+                full = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(full, "a hung server fills the bounds: try_write says so");
+    assert!(accepted <= 30, "at most two requests in flight plus one batch: {accepted}");
+    sink.faults().release();
+    let summary = dest.close().await.expect("close");
+    assert_eq!(summary.rows_written, accepted as u64);
+    assert_eq!(table_ids(&sink, "full").len(), accepted as usize);
 }

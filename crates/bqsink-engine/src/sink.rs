@@ -27,7 +27,10 @@ use bqsink_transport::{
 use bytes::BytesMut;
 use tracing::{debug, warn};
 
+use crate::breaker::{BreakerOpen, BreakerState, CircuitBreaker, Permit, WhenOpen};
 use crate::dlq::{DeadLetter, DeadLetterQueue, Payload, Reason};
+use crate::limiter::RateLimiters;
+use crate::metrics::Metrics;
 use crate::retry::{RetryBudget, RetryPolicy};
 
 /// Default rows per request.
@@ -36,6 +39,9 @@ pub const DEFAULT_BATCH_ROWS: usize = 10_000;
 pub const DEFAULT_BATCH_BYTES: usize = 9_500_000;
 /// Default requests awaiting acknowledgement per stream.
 pub const DEFAULT_MAX_INFLIGHT: usize = 4;
+/// Default bytes of requests awaiting acknowledgement per sink: a few full requests, so memory
+/// stays bounded whatever the row size.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 32 * 1024 * 1024;
 
 /// When a batch is cut into a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,11 +53,18 @@ pub struct BatchLimits {
     pub max_bytes: usize,
     /// Requests in flight before `write` waits for the oldest acknowledgement.
     pub max_inflight: usize,
+    /// Bytes in flight before `write` waits for the oldest acknowledgement.
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for BatchLimits {
     fn default() -> Self {
-        Self { max_rows: DEFAULT_BATCH_ROWS, max_bytes: DEFAULT_BATCH_BYTES, max_inflight: DEFAULT_MAX_INFLIGHT }
+        Self {
+            max_rows: DEFAULT_BATCH_ROWS,
+            max_bytes: DEFAULT_BATCH_BYTES,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
+        }
     }
 }
 
@@ -71,6 +84,22 @@ impl BatchLimits {
         self.max_inflight = n.max(1);
         self
     }
+    /// The same limits with another in-flight byte bound.
+    pub fn with_max_inflight_bytes(mut self, n: usize) -> Self {
+        self.max_inflight_bytes = n.max(1);
+        self
+    }
+}
+
+/// What the sinks of one destination share: quotas, the circuit breaker and the counters.
+#[derive(Clone, Debug, Default)]
+pub struct Shared {
+    /// Rows/s and bytes/s limits (destination-wide and per table).
+    pub limiters: Arc<RateLimiters>,
+    /// The circuit breaker in front of BigQuery.
+    pub breaker: CircuitBreaker,
+    /// Counters, gauges and latencies.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a write failed.
@@ -86,6 +115,9 @@ pub enum EngineError {
     /// The dead-letter queue could not keep a row.
     #[error("cannot write to the dead-letter queue: {0}")]
     DeadLetter(std::io::Error),
+    /// The circuit breaker is open and fails fast.
+    #[error(transparent)]
+    BreakerOpen(#[from] BreakerOpen),
 }
 
 /// Counters of one sink.
@@ -113,6 +145,8 @@ struct InFlight {
     request: AppendRequest,
     records: Vec<Record>,
     ack: Option<AckFuture>,
+    /// The circuit breaker's permission for the current attempt.
+    permit: Option<Permit>,
     /// Which connection it was sent on (see `TableSink::generation`).
     generation: u64,
     sent_at: Instant,
@@ -146,6 +180,7 @@ pub struct TableSink {
     generation: u64,
     dlq: Option<Arc<dyn DeadLetterQueue>>,
     refused: Vec<(RowError, Record)>,
+    shared: Shared,
     stats: SinkStats,
 }
 
@@ -188,9 +223,11 @@ impl TableSink {
             budget: RetryBudget::new(&retry),
             retry,
             inflight: VecDeque::new(),
-            generation: 0,
+            // 0 marks requests that were never handed to a connection.
+            generation: 1,
             dlq: None,
             refused: Vec::new(),
+            shared: Shared::default(),
             stats: SinkStats::default(),
         }
     }
@@ -206,6 +243,25 @@ impl TableSink {
     pub fn with_dead_letters(mut self, dlq: Option<Arc<dyn DeadLetterQueue>>) -> Self {
         self.dlq = dlq;
         self
+    }
+
+    /// The same sink sharing quotas, breaker and metrics with others of its destination.
+    pub fn with_shared(mut self, shared: Shared) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Whether a `write` now could have to wait for acknowledgements (the batch is about to be
+    /// sent and the in-flight bounds are reached): `try_write` callers answer "full" instead.
+    pub fn would_wait(&self) -> bool {
+        let batch_full = self.batch_records.len() + 1 >= self.limits.max_rows;
+        let inflight_full =
+            self.inflight.len() >= self.limits.max_inflight || self.inflight_bytes() >= self.limits.max_inflight_bytes;
+        (batch_full && inflight_full) || self.resync
+    }
+
+    fn inflight_bytes(&self) -> usize {
+        self.inflight.iter().map(|f| f.request.encoded_len()).sum()
     }
 
     /// The write mode.
@@ -231,6 +287,10 @@ impl TableSink {
     /// Encodes one row into the current batch, sending the batch when it is full. A row that
     /// cannot be encoded comes back with its error (`Ok(Some(..))`) and nothing else changes.
     pub async fn write(&mut self, record: Record) -> Result<Option<(RowError, Record)>, EngineError> {
+        if self.shared.breaker.config().when_open == WhenOpen::FailFast {
+            // Refuse before the row is accepted: once accepted, a row is never failed fast.
+            drop(self.shared.breaker.acquire().await?);
+        }
         let row_start = self.buf.len();
         if let Err(e) = self.encoder.encode_row_entry(&record, &mut self.buf) {
             return Ok(Some((e, record)));
@@ -374,23 +434,46 @@ impl TableSink {
                 self.resync = false;
             }
         }
+        // Resilience layers, outermost first: rate limiter, circuit breaker, flow control
+        // (the in-flight bounds below), retry and deadline (in `settle`), connection.
+        let waited = self.shared.limiters.acquire(&self.table.table, records.len() as u32, rows.len() as u32).await;
+        self.shared.metrics.record_rate_limit_wait(waited);
+        if self.shared.breaker.state() != BreakerState::Closed {
+            // A probe may be among the requests in flight: settle them so the breaker learns
+            // its outcome before this request asks for a permit.
+            while let Some(f) = self.inflight.pop_front() {
+                self.settle(f).await?;
+            }
+        }
+        let permit = self.wait_for_permit().await?;
         let name = self.stream_name().await?;
         let offset = self.uses_offsets().then_some(self.next_offset);
         let request = AppendRequest::new(&name, self.encoder.descriptor(), rows.freeze(), records.len(), offset)?;
         if offset.is_some() {
             self.next_offset += records.len() as i64;
         }
-        let ack = self.dispatch(request.clone()).await?;
+        self.shared.metrics.add_in_flight(records.len() as u64, request.encoded_len() as u64);
+        // A request that cannot be handed to a connection now (it closed under us) is queued
+        // unsent and marked stale, so it is settled — sent, in order — before anything newer.
+        let (ack, generation) = match self.dispatch(request.clone()).await {
+            Ok(ack) => (Some(ack), self.generation),
+            Err(e) => {
+                debug!(table = %self.table, error = %e, "could not send now; queued for resend");
+                (None, 0)
+            }
+        };
         self.inflight.push_back(InFlight {
             request,
             records,
-            ack: Some(ack),
-            generation: self.generation,
+            ack,
+            permit: Some(permit),
+            generation,
             sent_at: Instant::now(),
         });
-        while self.inflight.len() > self.limits.max_inflight {
-            if let Some(f) = self.inflight.pop_front() {
-                self.settle(f).await?;
+        while self.inflight.len() > self.limits.max_inflight || self.inflight_bytes() > self.limits.max_inflight_bytes {
+            match self.inflight.pop_front() {
+                Some(f) => self.settle(f).await?,
+                None => break,
             }
         }
         Ok(())
@@ -402,6 +485,7 @@ impl TableSink {
             _ => {
                 if self.stream.is_some() {
                     self.stats.reconnects += 1;
+                    self.shared.metrics.record_reconnect();
                 }
                 let name = self.stream_name().await?;
                 let s = self.client.append_stream(&name);
@@ -419,6 +503,7 @@ impl TableSink {
         if let Some(s) = self.stream.take() {
             s.abort();
             self.stats.reconnects += 1;
+            self.shared.metrics.record_reconnect();
         }
     }
 
@@ -427,6 +512,11 @@ impl TableSink {
         let ack = match f.ack.take() {
             Some(a) => a,
             None => {
+                if f.permit.is_none() {
+                    // Retries sit inside the breaker: take a permit only if one is free now, so
+                    // the breaker still hears about this attempt without waiting on itself.
+                    f.permit = self.try_permit().await;
+                }
                 f.sent_at = Instant::now();
                 self.dispatch(f.request.clone()).await?
             }
@@ -447,135 +537,215 @@ impl TableSink {
 
     /// Waits for one request's outcome and deals with every failure (see the module docs).
     async fn settle(&mut self, first: InFlight) -> Result<(), EngineError> {
+        let (rows, bytes) = (first.records.len() as u64, first.request.encoded_len() as u64);
         let mut work = VecDeque::from([first]);
-        while let Some(mut f) = work.pop_front() {
-            let started = Instant::now();
-            let mut attempt = 1;
-            loop {
-                if self.resync && f.ack.is_none() {
-                    // Offsets moved below this request: it goes at the stream's end.
-                    f.request = f.request.with_offset(Some(self.acked_end))?;
+        let result = self.settle_work(&mut work).await;
+        if let Err(e) = &result {
+            // BigQuery could not take these rows within the retry policy: they are not lost,
+            // they are dead-lettered with the reason, and the caller hears about the failure.
+            let message = format!("not written after retries: {e}");
+            for f in work.drain(..) {
+                for record in f.records {
+                    self.refuse(RowError::new("", message.clone()), record)?;
                 }
-                let outcome = self.round_trip(&mut f).await;
-                let offset = f.request.offset();
-                match outcome {
-                    Ok(ack) => {
-                        self.acknowledged(&f);
-                        if let Some(schema) = ack.updated_schema {
-                            debug!(table = %self.table, columns = schema.fields.len(), "BigQuery reports a new table schema");
-                        }
-                        break;
-                    }
-                    // With offsets, ALREADY_EXISTS means an earlier attempt of these very rows
-                    // was written: they are in the table once, which is the point.
-                    Err(TransportError::Append { code: StatusCode::AlreadyExists, .. }) if offset.is_some() => {
-                        debug!(table = %self.table, ?offset, "rows already written");
-                        self.acknowledged(&f);
-                        break;
-                    }
-                    Err(TransportError::Append { code: StatusCode::OutOfRange, message, .. }) if offset.is_some() => {
-                        // The stream's end is not where this request expected: send it again at
-                        // the end acknowledged so far (bounded like any retry).
-                        if attempt >= self.retry.max_attempts {
-                            return Err(EngineError::Transport(TransportError::Append {
-                                code: StatusCode::OutOfRange,
-                                message,
-                                rejected: Vec::new(),
-                            }));
-                        }
-                        debug!(table = %self.table, ?offset, end = self.acked_end, %message, "offset out of range; resending at the stream's end");
-                        attempt += 1;
-                        self.resync = true;
-                    }
-                    Err(TransportError::Append { rejected, message, .. }) if !rejected.is_empty() => {
-                        let bad: std::collections::BTreeMap<usize, String> =
-                            rejected.into_iter().map(|r| (r.index as usize, r.message)).collect();
-                        let good: Vec<usize> = (0..f.records.len()).filter(|i| !bad.contains_key(i)).collect();
-                        debug!(table = %self.table, refused = bad.len(), %message, "rows refused; resending the others");
-                        let mut keep = Vec::with_capacity(good.len());
-                        for (i, record) in std::mem::take(&mut f.records).into_iter().enumerate() {
-                            match bad.get(&i) {
-                                Some(m) => self.refuse(RowError::new(column_of(m), m.clone()), record)?,
-                                None => keep.push(record),
-                            }
-                        }
-                        if good.is_empty() {
-                            break;
-                        }
-                        if self.uses_offsets() {
-                            self.resync = true;
-                        }
-                        let at = offset.map(|_| self.acked_end);
-                        f.request = f.request.subset(&good, at)?;
-                        f.records = keep;
-                    }
-                    Err(e) if is_data_error(&e) => {
-                        if matches!(e, TransportError::Grpc { .. }) {
-                            // A stream-level refusal closes the connection.
-                            self.drop_connection();
-                        }
-                        if self.uses_offsets() {
-                            self.resync = true;
-                        }
-                        if f.records.len() == 1 {
-                            let record = f.records.pop().unwrap_or_default();
-                            let message = error_message(&e);
-                            let mut column = column_of(&message);
-                            if column.is_empty() {
-                                column = guess_column(&message, f.request.descriptor().schema(), &record);
-                            }
-                            self.refuse(RowError::new(column, message), record)?;
-                            break;
-                        }
-                        // Bisect: the halves go first, in order, at the stream's end.
-                        let n = f.records.len();
-                        let mut second_records = std::mem::take(&mut f.records);
-                        let first_records: Vec<Record> = second_records.drain(..n / 2).collect();
-                        let first_idx: Vec<usize> = (0..n / 2).collect();
-                        let second_idx: Vec<usize> = (n / 2..n).collect();
-                        let first = InFlight {
-                            request: f.request.subset(&first_idx, offset)?,
-                            records: first_records,
-                            ack: None,
-                            generation: self.generation,
-                            sent_at: Instant::now(),
-                        };
-                        let second = InFlight {
-                            request: f.request.subset(&second_idx, offset)?,
-                            records: second_records,
-                            ack: None,
-                            generation: self.generation,
-                            sent_at: Instant::now(),
-                        };
-                        debug!(table = %self.table, rows = n, error = %e, "request refused for its data; bisecting");
-                        work.push_front(second);
-                        work.push_front(first);
-                        break;
-                    }
-                    Err(e) => {
-                        let within_time = started.elapsed() < self.retry.max_elapsed;
-                        let wait = self.retry.backoff(&e, attempt).filter(|_| within_time);
-                        let Some(wait) = wait else { return Err(EngineError::Transport(e)) };
-                        if !self.budget.withdraw() {
-                            warn!(table = %self.table, error = %e, "retry budget spent");
-                            return Err(EngineError::Transport(e));
-                        }
-                        warn!(table = %self.table, attempt, error = %e, "append failed; retrying in {wait:?}");
-                        if !self.uses_offsets() {
-                            self.stats.rows_resent_ambiguous += f.records.len() as u64;
-                        }
-                        tokio::time::sleep(wait).await;
-                        attempt += 1;
-                        self.stats.retries += 1;
-                    }
-                }
+            }
+        }
+        self.shared.metrics.sub_in_flight(rows, bytes);
+        result
+    }
+
+    /// Works through `work`; on error the failed request is back at its front.
+    async fn settle_work(&mut self, work: &mut VecDeque<InFlight>) -> Result<(), EngineError> {
+        while let Some(f) = work.pop_front() {
+            if let Err((e, f)) = self.settle_one(f, work).await {
+                work.push_front(f);
+                return Err(e);
             }
         }
         Ok(())
     }
 
+    /// Settles one request. Bisected halves are pushed to the front of `work`. On a final
+    /// failure the request is handed back with the error.
+    async fn settle_one(
+        &mut self,
+        mut f: InFlight,
+        work: &mut VecDeque<InFlight>,
+    ) -> Result<(), (EngineError, InFlight)> {
+        let started = Instant::now();
+        let mut attempt = 1;
+        loop {
+            if self.resync && f.ack.is_none() {
+                // Offsets moved below this request: it goes at the stream's end.
+                match f.request.with_offset(Some(self.acked_end)) {
+                    Ok(r) => f.request = r,
+                    Err(e) => return Err((e.into(), f)),
+                }
+            }
+            let outcome = self.round_trip(&mut f).await;
+            let offset = f.request.offset();
+            self.report_to_breaker(&mut f, &outcome);
+            match outcome {
+                Ok(ack) => {
+                    self.acknowledged(&f);
+                    if let Some(schema) = ack.updated_schema {
+                        debug!(table = %self.table, columns = schema.fields.len(), "BigQuery reports a new table schema");
+                    }
+                    return Ok(());
+                }
+                // With offsets, ALREADY_EXISTS means an earlier attempt of these very rows was
+                // written: they are in the table once, which is the point.
+                Err(TransportError::Append { code: StatusCode::AlreadyExists, .. }) if offset.is_some() => {
+                    debug!(table = %self.table, ?offset, "rows already written");
+                    self.acknowledged(&f);
+                    return Ok(());
+                }
+                Err(TransportError::Append { code: StatusCode::OutOfRange, message, .. }) if offset.is_some() => {
+                    // The stream's end is not where this request expected: send it again at the
+                    // end acknowledged so far (bounded like any retry).
+                    if attempt >= self.retry.max_attempts {
+                        let e = TransportError::Append { code: StatusCode::OutOfRange, message, rejected: Vec::new() };
+                        return Err((e.into(), f));
+                    }
+                    debug!(table = %self.table, ?offset, end = self.acked_end, %message, "offset out of range; resending at the stream's end");
+                    attempt += 1;
+                    self.resync = true;
+                }
+                Err(TransportError::Append { rejected, message, .. }) if !rejected.is_empty() => {
+                    let bad: std::collections::BTreeMap<usize, String> =
+                        rejected.into_iter().map(|r| (r.index as usize, r.message)).collect();
+                    let good: Vec<usize> = (0..f.records.len()).filter(|i| !bad.contains_key(i)).collect();
+                    debug!(table = %self.table, refused = bad.len(), %message, "rows refused; resending the others");
+                    let subset = match f.request.subset(&good, offset.map(|_| self.acked_end)) {
+                        Ok(r) => r,
+                        Err(e) => return Err((e.into(), f)),
+                    };
+                    let mut keep = Vec::with_capacity(good.len());
+                    for (i, record) in std::mem::take(&mut f.records).into_iter().enumerate() {
+                        match bad.get(&i) {
+                            Some(m) => {
+                                if let Err(e) = self.refuse(RowError::new(column_of(m), m.clone()), record) {
+                                    return Err((e, f));
+                                }
+                            }
+                            None => keep.push(record),
+                        }
+                    }
+                    f.records = keep;
+                    if f.records.is_empty() {
+                        return Ok(());
+                    }
+                    if self.uses_offsets() {
+                        self.resync = true;
+                    }
+                    f.request = subset;
+                }
+                Err(e) if is_data_error(&e) => {
+                    if matches!(e, TransportError::Grpc { .. }) {
+                        // A stream-level refusal closes the connection.
+                        self.drop_connection();
+                    }
+                    if self.uses_offsets() {
+                        self.resync = true;
+                    }
+                    if f.records.len() == 1 {
+                        let record = f.records.pop().unwrap_or_default();
+                        let message = error_message(&e);
+                        let mut column = column_of(&message);
+                        if column.is_empty() {
+                            column = guess_column(&message, f.request.descriptor().schema(), &record);
+                        }
+                        return self.refuse(RowError::new(column, message), record).map_err(|e| (e, f));
+                    }
+                    // Bisect: the halves go first, in order, at the stream's end.
+                    let n = f.records.len();
+                    let halves = (
+                        f.request.subset(&(0..n / 2).collect::<Vec<_>>(), offset),
+                        f.request.subset(&(n / 2..n).collect::<Vec<_>>(), offset),
+                    );
+                    let (first_req, second_req) = match halves {
+                        (Ok(a), Ok(b)) => (a, b),
+                        (Err(e), _) | (_, Err(e)) => return Err((e.into(), f)),
+                    };
+                    let mut second_records = std::mem::take(&mut f.records);
+                    let first_records: Vec<Record> = second_records.drain(..n / 2).collect();
+                    debug!(table = %self.table, rows = n, error = %e, "request refused for its data; bisecting");
+                    let half = |request, records| InFlight {
+                        request,
+                        records,
+                        ack: None,
+                        permit: None,
+                        generation: 0,
+                        sent_at: Instant::now(),
+                    };
+                    work.push_front(half(second_req, second_records));
+                    work.push_front(half(first_req, first_records));
+                    return Ok(());
+                }
+                Err(e) => {
+                    let within_time = started.elapsed() < self.retry.max_elapsed;
+                    let Some(wait) = self.retry.backoff(&e, attempt).filter(|_| within_time) else {
+                        return Err((e.into(), f));
+                    };
+                    if !self.budget.withdraw() {
+                        warn!(table = %self.table, error = %e, "retry budget spent");
+                        return Err((e.into(), f));
+                    }
+                    self.shared.metrics.record_retry();
+                    warn!(table = %self.table, attempt, error = %e, "append failed; retrying in {wait:?}");
+                    if !self.uses_offsets() {
+                        self.stats.rows_resent_ambiguous += f.records.len() as u64;
+                    }
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                    self.stats.retries += 1;
+                }
+            }
+        }
+    }
+
+    /// A breaker permit for rows already accepted by `write`: it waits for the breaker even
+    /// when new writes fail fast, within the retry time limit.
+    async fn wait_for_permit(&self) -> Result<Permit, TransportError> {
+        let deadline = Instant::now() + self.retry.max_elapsed;
+        loop {
+            match self.shared.breaker.acquire().await {
+                Ok(p) => return Ok(p),
+                Err(open) if Instant::now() < deadline => {
+                    tokio::time::sleep(open.retry_after.clamp(Duration::from_millis(10), Duration::from_secs(1))).await;
+                }
+                Err(open) => {
+                    return Err(TransportError::Grpc { code: StatusCode::Unavailable, message: open.to_string() })
+                }
+            }
+        }
+    }
+
+    /// A breaker permit if one is free right now.
+    async fn try_permit(&self) -> Option<Permit> {
+        match tokio::time::timeout(Duration::ZERO, self.shared.breaker.acquire()).await {
+            Ok(Ok(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Tells the breaker how the attempt went: BigQuery's health, not the data's.
+    fn report_to_breaker(&self, f: &mut InFlight, outcome: &Result<bqsink_transport::AppendAck, TransportError>) {
+        let Some(permit) = f.permit.take() else { return };
+        match outcome {
+            Err(e) if e.code() == Some(StatusCode::ResourceExhausted) => permit.quota_exceeded(),
+            Err(e) if e.is_retryable() => permit.failure(),
+            _ => permit.success(),
+        }
+        if outcome.is_err() {
+            self.shared.metrics.record_error();
+        }
+        self.shared.metrics.set_breaker_state(self.shared.breaker.state());
+    }
+
     fn acknowledged(&mut self, f: &InFlight) {
         let rows = f.records.len() as u64;
+        self.shared.metrics.record_batch(rows, f.request.encoded_len() as u64, f.sent_at.elapsed());
         self.stats.rows_written += rows;
         self.stats.bytes_written += f.request.encoded_len() as u64;
         self.stats.requests += 1;
@@ -587,6 +757,7 @@ impl TableSink {
 
     fn refuse(&mut self, error: RowError, record: Record) -> Result<(), EngineError> {
         self.stats.rows_refused += 1;
+        self.shared.metrics.record_dead_letter(1);
         match &self.dlq {
             Some(q) => q
                 .push(DeadLetter::new(Reason::from_row_error(&self.table, &error), Payload::Record(record)))

@@ -9,6 +9,10 @@ use bqsink_core::{
     ConfigError, CreateDisposition, DestinationConfig, FieldType, Mode, PartitionType, Record, RowError, Schema,
     TableRef, TimePartitioning, WriteDisposition, WriteMode,
 };
+use bqsink_engine::breaker::{BreakerState, CircuitBreaker, CircuitBreakerConfig};
+use bqsink_engine::limiter::{RateLimitConfig, RateLimiters};
+use bqsink_engine::metrics::{Metrics, MetricsSnapshot};
+use bqsink_engine::sink::Shared;
 use bqsink_engine::{BatchLimits, DeadLetter, DeadLetterQueue, NdjsonFile, Payload, Reason, RetryPolicy, TableSink};
 use bqsink_schema::Change;
 use bqsink_transport::{Auth, Endpoints, RestClient, RowDescriptor, TableSpec, WriteClient};
@@ -33,6 +37,7 @@ struct Inner {
     schema: std::sync::RwLock<Schema>,
     rest: RestClient,
     sink: Mutex<TableSink>,
+    shared: Shared,
     dlq: Option<Arc<dyn DeadLetterQueue>>,
     /// An error the batch-timeout task met, reported by the next call.
     deferred: std::sync::Mutex<Option<Error>>,
@@ -64,6 +69,9 @@ pub struct Summary {
     pub rows_resent_ambiguous: u64,
 }
 
+/// Error rate (failed requests / all requests) above which `health()` reports a problem.
+pub const HEALTHY_ERROR_RATE: f64 = 0.1;
+
 /// Per-row outcome of [`Destination::write_stream`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -87,6 +95,36 @@ pub struct DestinationBuilder {
     dlq_path: Option<PathBuf>,
     retry: RetryPolicy,
     max_batch_bytes: Option<usize>,
+    breaker: CircuitBreakerConfig,
+    rate_limit: RateLimitConfig,
+    table_rate_limit: Option<RateLimitConfig>,
+}
+
+/// One check of [`Destination::health`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HealthCheck {
+    /// What was checked: `connectivity`, `dataset`, `table`, `error_rate`.
+    pub name: &'static str,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+}
+
+/// The result of [`Destination::health`]: each check with its own result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// The checks, in order.
+    pub checks: Vec<HealthCheck>,
+}
+
+impl Health {
+    /// Whether every check passed.
+    pub fn is_healthy(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
 }
 
 impl Destination {
@@ -170,6 +208,96 @@ impl Destination {
     /// (and dead-lettered when a queue is set). `Err` only when BigQuery could not take a batch.
     pub async fn write_row(&self, record: Record, index: Option<u64>) -> Result<Option<RowError>, Error> {
         self.write_one(record, index).await
+    }
+
+    /// Like [`Destination::write`], but never waits: returns [`Error::Full`] when the in-flight
+    /// bounds are reached (or another task holds the writer), so the caller can shed or buffer.
+    pub async fn try_write(&self, record: Record) -> Result<(), Error> {
+        self.take_deferred()?;
+        let mut sink = self.inner.sink.try_lock().map_err(|_| Error::Full)?;
+        if sink.would_wait() {
+            return Err(Error::Full);
+        }
+        self.inner.rows_read.fetch_add(1, Ordering::Relaxed);
+        match sink.write(record).await? {
+            None => Ok(()),
+            Some((e, record)) => {
+                drop(sink);
+                self.refuse(e.clone(), Payload::Record(record))?;
+                if self.inner.dlq.is_none() {
+                    Err(Error::Row(e))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Counters, gauges and latency percentiles of this destination.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.shared.metrics.snapshot()
+    }
+
+    /// The metrics in Prometheus text format, labelled with the table.
+    pub fn metrics_prometheus(&self) -> String {
+        let table = self.inner.table.to_string();
+        self.metrics().to_prometheus(&[("table", table.as_str())])
+    }
+
+    /// The circuit breaker's state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.inner.shared.breaker.state()
+    }
+
+    /// Checks connectivity, dataset access, the table's existence and the recent error rate,
+    /// each with its own result. Never fails as a whole: a failed check says why.
+    pub async fn health(&self) -> Health {
+        let rest = &self.inner.rest;
+        let t = &self.inner.table;
+        let mut checks = Vec::new();
+        let dataset = rest.dataset_exists(&t.project, &t.dataset).await;
+        checks.push(HealthCheck {
+            name: "connectivity",
+            ok: dataset.is_ok(),
+            detail: match &dataset {
+                Ok(_) => format!("BigQuery answered at {}", rest.base_url()),
+                Err(e) => e.to_string(),
+            },
+        });
+        checks.push(HealthCheck {
+            name: "dataset",
+            ok: matches!(dataset, Ok(true)),
+            detail: match dataset {
+                Ok(true) => format!("{}.{} is accessible", t.project, t.dataset),
+                Ok(false) => format!("{}.{} does not exist", t.project, t.dataset),
+                Err(e) => e.to_string(),
+            },
+        });
+        let table = rest.get_table(t).await;
+        checks.push(HealthCheck {
+            name: "table",
+            ok: matches!(table, Ok(Some(_))),
+            detail: match table {
+                Ok(Some(info)) => format!("{t} exists with {} columns", info.schema.fields.len()),
+                Ok(None) => format!("{t} does not exist"),
+                Err(e) => e.to_string(),
+            },
+        });
+        let m = self.metrics();
+        let attempts = m.batches_processed + m.errors_encountered;
+        let rate = if attempts == 0 { 0.0 } else { m.errors_encountered as f64 / attempts as f64 };
+        let breaker = self.breaker_state();
+        checks.push(HealthCheck {
+            name: "error_rate",
+            ok: breaker == BreakerState::Closed && rate < HEALTHY_ERROR_RATE,
+            detail: format!(
+                "{} errors in {attempts} requests ({:.1}%), circuit breaker {}",
+                m.errors_encountered,
+                rate * 100.0,
+                breaker.as_str()
+            ),
+        });
+        Health { checks }
     }
 
     /// The shared path: `Ok(Some(e))` when the row was refused (and dead-lettered if possible).
@@ -474,6 +602,22 @@ impl DestinationBuilder {
         self.retry = v;
         self
     }
+    /// Circuit breaker settings (default: opens after 5 straight or 50% failures, cools down
+    /// 10 s to 10 min; writes wait while it is open).
+    pub fn circuit_breaker(mut self, v: CircuitBreakerConfig) -> Self {
+        self.breaker = v;
+        self
+    }
+    /// Rows/s and bytes/s for the destination (default unlimited).
+    pub fn rate_limit(mut self, v: RateLimitConfig) -> Self {
+        self.rate_limit = v;
+        self
+    }
+    /// Rows/s and bytes/s for each table, on top of the destination's.
+    pub fn table_rate_limit(mut self, v: RateLimitConfig) -> Self {
+        self.table_rate_limit = Some(v);
+        self
+    }
     /// Send rows that cannot be written to this dead-letter queue instead of returning them.
     pub fn dead_letter_queue(mut self, q: Arc<dyn DeadLetterQueue>) -> Self {
         self.dlq = Some(q);
@@ -562,9 +706,16 @@ impl DestinationBuilder {
                 })?) as Arc<dyn DeadLetterQueue>),
                 (None, None) => None,
             };
+        let shared = Shared {
+            limiters: Arc::new(RateLimiters::new(self.rate_limit, self.table_rate_limit)),
+            breaker: CircuitBreaker::new(self.breaker)
+                .map_err(|e| ConfigError::new("circuit_breaker", e.to_string()))?,
+            metrics: Arc::new(Metrics::new(mode == WriteMode::Streaming)),
+        };
         let sink = TableSink::new(client, table.clone(), descriptor, limits, self.retry)
             .with_mode(mode)
-            .with_dead_letters(dlq.clone());
+            .with_dead_letters(dlq.clone())
+            .with_shared(shared.clone());
         let timeout = Duration::from_millis(config.batch_timeout_ms);
         let inner = Arc::new(Inner {
             config,
@@ -572,6 +723,7 @@ impl DestinationBuilder {
             schema: std::sync::RwLock::new(schema),
             rest,
             sink: Mutex::new(sink),
+            shared,
             dlq,
             deferred: std::sync::Mutex::new(None),
             rows_read: AtomicU64::new(0),

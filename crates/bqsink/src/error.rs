@@ -29,6 +29,15 @@ pub enum Error {
         /// Rows it holds.
         rows: u64,
     },
+    /// `try_write` found the destination's bounds reached; `write` would have waited.
+    #[error("the destination is full: requests in flight and the current batch are at their bounds; retry later or use write() to wait")]
+    Full,
+    /// The circuit breaker is open and configured to fail fast.
+    #[error("BigQuery is failing; the circuit breaker is open (retry after {retry_after:?})")]
+    BreakerOpen {
+        /// When a probe will be allowed.
+        retry_after: std::time::Duration,
+    },
     /// The dead-letter queue could not keep a row: stopping, so the row is not lost silently.
     #[error("{0}")]
     DeadLetter(String),
@@ -62,6 +71,7 @@ impl From<EngineError> for Error {
             EngineError::Row(r) => Self::Row(r),
             EngineError::Transport(t) => Self::Transport(t),
             EngineError::DeadLetter(io) => Self::DeadLetter(format!("cannot write to the dead-letter queue: {io}")),
+            EngineError::BreakerOpen(open) => Self::BreakerOpen { retry_after: open.retry_after },
             #[allow(unreachable_patterns)]
             other => Self::Transport(TransportError::Protocol(other.to_string())),
         }

@@ -6,7 +6,9 @@ mod destination;
 mod error;
 
 pub use blocking::Writer;
-pub use destination::{Destination, DestinationBuilder, StreamReport, Summary};
+pub use destination::{
+    Destination, DestinationBuilder, Health, HealthCheck, StreamReport, Summary, HEALTHY_ERROR_RATE,
+};
 pub use error::Error;
 
 pub use bqsink_core::{
@@ -14,7 +16,10 @@ pub use bqsink_core::{
     Record, RowError, Schema, SchemaError, TableRef, Time, TimePartitioning, Timestamp, Value, WriteDisposition,
 };
 pub use bqsink_core::{DestinationConfig, WriteMode};
+pub use bqsink_engine::breaker::{BreakerState, CircuitBreakerConfig, WhenOpen};
 pub use bqsink_engine::dlq;
+pub use bqsink_engine::limiter::RateLimitConfig;
+pub use bqsink_engine::metrics::MetricsSnapshot;
 pub use bqsink_engine::{BatchLimits, DeadLetter, DeadLetterQueue, NdjsonFile, Payload, Reason, RetryPolicy};
 pub use bqsink_schema::{Change, Refusal};
 pub use bqsink_transport::{
