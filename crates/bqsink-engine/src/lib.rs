@@ -5,9 +5,13 @@ pub mod breaker;
 pub mod dlq;
 pub mod limiter;
 pub mod metrics;
+pub mod pool;
 pub mod retry;
+pub mod router;
 pub mod sink;
 
 pub use dlq::{Callback, Channel, DeadLetter, DeadLetterQueue, NdjsonFile, Payload, Reason};
+pub use pool::ConnectionPool;
 pub use retry::RetryPolicy;
+pub use router::Router;
 pub use sink::{BatchLimits, EngineError, SinkStats, TableSink};

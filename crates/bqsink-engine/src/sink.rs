@@ -181,6 +181,8 @@ pub struct TableSink {
     dlq: Option<Arc<dyn DeadLetterQueue>>,
     refused: Vec<(RowError, Record)>,
     shared: Shared,
+    /// Connections shared with other tables' default streams, if any.
+    pool: Option<Arc<crate::pool::ConnectionPool>>,
     stats: SinkStats,
 }
 
@@ -216,7 +218,7 @@ impl TableSink {
             client,
             stream: None,
             encoder: RowEncoder::new(descriptor),
-            buf: BytesMut::with_capacity(64 * 1024),
+            buf: BytesMut::new(),
             batch_records: Vec::new(),
             batch_started: None,
             limits,
@@ -228,6 +230,7 @@ impl TableSink {
             dlq: None,
             refused: Vec::new(),
             shared: Shared::default(),
+            pool: None,
             stats: SinkStats::default(),
         }
     }
@@ -248,6 +251,12 @@ impl TableSink {
     /// The same sink sharing quotas, breaker and metrics with others of its destination.
     pub fn with_shared(mut self, shared: Shared) -> Self {
         self.shared = shared;
+        self
+    }
+
+    /// The same sink sending its default-stream requests over a shared connection pool.
+    pub fn with_pool(mut self, pool: Arc<crate::pool::ConnectionPool>) -> Self {
+        self.pool = Some(pool);
         self
     }
 
@@ -323,7 +332,8 @@ impl TableSink {
     }
 
     fn batch_capacity(&self) -> usize {
-        self.limits.max_rows.min(4096)
+        // Small to start: thousands of tables each hold a batch; it grows as rows come.
+        self.limits.max_rows.min(64)
     }
 
     /// Sends what is buffered and waits for every acknowledgement. In Batch mode the rows are
@@ -446,6 +456,9 @@ impl TableSink {
             }
         }
         let permit = self.wait_for_permit().await?;
+        // The half-open probe decides for every sink sharing the breaker: wait for its outcome
+        // now rather than leaving it queued behind this sink's next writes.
+        let probe = permit.is_probe();
         let name = self.stream_name().await?;
         let offset = self.uses_offsets().then_some(self.next_offset);
         let request = AppendRequest::new(&name, self.encoder.descriptor(), rows.freeze(), records.len(), offset)?;
@@ -470,6 +483,11 @@ impl TableSink {
             generation,
             sent_at: Instant::now(),
         });
+        if probe {
+            while let Some(f) = self.inflight.pop_front() {
+                self.settle(f).await?;
+            }
+        }
         while self.inflight.len() > self.limits.max_inflight || self.inflight_bytes() > self.limits.max_inflight_bytes {
             match self.inflight.pop_front() {
                 Some(f) => self.settle(f).await?,
@@ -480,6 +498,16 @@ impl TableSink {
     }
 
     async fn dispatch(&mut self, request: AppendRequest) -> Result<AckFuture, TransportError> {
+        if let (Some(pool), WriteMode::Streaming) = (&self.pool, self.mode) {
+            let (stream, generation, replaced) = pool.connection(request.write_stream());
+            if replaced {
+                self.stats.reconnects += 1;
+                self.shared.metrics.record_reconnect();
+            }
+            self.generation = generation;
+            self.stream = Some(stream.clone());
+            return stream.send(request).await;
+        }
         let stream = match &self.stream {
             Some(s) if !s.is_closed() => s.clone(),
             _ => {

@@ -1,0 +1,134 @@
+//! Many tables through one engine: a sink per table, all sharing a connection pool, the
+//! quotas, the circuit breaker, the metrics and the dead-letter queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bqsink_core::{Record, RowError, TableRef, WriteMode};
+use bqsink_transport::{RowDescriptor, WriteClient};
+
+use crate::dlq::DeadLetterQueue;
+use crate::pool::ConnectionPool;
+use crate::retry::RetryPolicy;
+use crate::sink::{BatchLimits, EngineError, Shared, SinkStats, TableSink};
+
+/// Routes rows to per-table sinks. Tables must be added (with their schema) before writing.
+pub struct Router {
+    client: WriteClient,
+    pool: Arc<ConnectionPool>,
+    mode: WriteMode,
+    limits: BatchLimits,
+    retry: RetryPolicy,
+    shared: Shared,
+    dlq: Option<Arc<dyn DeadLetterQueue>>,
+    sinks: HashMap<TableRef, TableSink>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("tables", &self.sinks.len()).field("pool", &self.pool.size()).finish()
+    }
+}
+
+impl Router {
+    /// A router writing in `mode`, with `pool_size` shared connections for default streams.
+    pub fn new(
+        client: WriteClient,
+        mode: WriteMode,
+        pool_size: usize,
+        limits: BatchLimits,
+        retry: RetryPolicy,
+    ) -> Self {
+        let pool = Arc::new(ConnectionPool::new(client.clone(), pool_size));
+        Self { client, pool, mode, limits, retry, shared: Shared::default(), dlq: None, sinks: HashMap::new() }
+    }
+
+    /// Shares quotas, breaker and metrics.
+    pub fn with_shared(mut self, shared: Shared) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Sends refused rows to a dead-letter queue.
+    pub fn with_dead_letters(mut self, dlq: Option<Arc<dyn DeadLetterQueue>>) -> Self {
+        self.dlq = dlq;
+        self
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &ConnectionPool {
+        &self.pool
+    }
+
+    /// Whether the table has a sink.
+    pub fn has_table(&self, table: &TableRef) -> bool {
+        self.sinks.contains_key(table)
+    }
+
+    /// Adds a table (or replaces its schema: rows already encoded are sent first).
+    pub async fn set_table(&mut self, table: TableRef, descriptor: RowDescriptor) -> Result<(), EngineError> {
+        if let Some(sink) = self.sinks.get_mut(&table) {
+            return sink.set_descriptor(descriptor).await;
+        }
+        let sink = TableSink::new(self.client.clone(), table.clone(), descriptor, self.limits, self.retry.clone())
+            .with_mode(self.mode)
+            .with_shared(self.shared.clone())
+            .with_dead_letters(self.dlq.clone())
+            .with_pool(self.pool.clone());
+        self.sinks.insert(table, sink);
+        Ok(())
+    }
+
+    /// Writes a row to a table added before; a row the encoder refuses comes back with its
+    /// error, as from [`TableSink::write`].
+    pub async fn write(&mut self, table: &TableRef, record: Record) -> Result<Option<(RowError, Record)>, EngineError> {
+        match self.sinks.get_mut(table) {
+            Some(sink) => sink.write(record).await,
+            None => Ok(Some((RowError::new("", format!("table {table} was not added to the router")), record))),
+        }
+    }
+
+    /// Sends partial batches older than `age` in every table.
+    pub async fn send_if_older_than(&mut self, age: Duration) -> Result<(), EngineError> {
+        for sink in self.sinks.values_mut() {
+            sink.send_if_older_than(age).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every table.
+    pub async fn flush(&mut self) -> Result<(), EngineError> {
+        for sink in self.sinks.values_mut() {
+            sink.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and finishes every table (commits Batch streams).
+    pub async fn finish(&mut self) -> Result<(), EngineError> {
+        for sink in self.sinks.values_mut() {
+            sink.finish().await?;
+        }
+        Ok(())
+    }
+
+    /// Counters summed over all tables.
+    pub fn stats(&self) -> SinkStats {
+        self.sinks.values().map(TableSink::stats).fold(SinkStats::default(), |mut a, s| {
+            a.rows_written += s.rows_written;
+            a.requests += s.requests;
+            a.bytes_written += s.bytes_written;
+            a.retries += s.retries;
+            a.reconnects += s.reconnects;
+            a.rows_refused += s.rows_refused;
+            a.rows_resent_ambiguous += s.rows_resent_ambiguous;
+            a
+        })
+    }
+
+    /// Tables with a sink.
+    pub fn table_count(&self) -> usize {
+        self.sinks.len()
+    }
+}
