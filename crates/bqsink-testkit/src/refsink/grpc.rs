@@ -558,9 +558,12 @@ impl Connection {
         let first = {
             let mut state = self.shared.state();
             if is_default {
+                let discard = self.shared.discard.load(std::sync::atomic::Ordering::Relaxed);
                 match state.table_mut(&key).filter(|t| t.uid == uid) {
                     Some(t) => {
-                        t.rows.extend(rows);
+                        if !discard {
+                            t.rows.extend(rows);
+                        }
                         None
                     }
                     None => return Outcome::End(Status::not_found(format!("Table not found: {}", table_path(&key)))),

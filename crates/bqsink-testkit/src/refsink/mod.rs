@@ -229,6 +229,12 @@ impl RefSink {
         self.shared.faults.clone()
     }
 
+    /// Checks and counts rows appended to default streams without keeping them, so a test can
+    /// stream millions of rows and measure the client's memory alone (`rows()` then stays empty).
+    pub fn discard_rows(&self, on: bool) {
+        self.shared.discard.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// From now on, every gRPC and REST call must carry `authorization: Bearer <token>`; others
     /// are refused with UNAUTHENTICATED / HTTP 401.
     pub fn require_bearer(&self, token: &str) {

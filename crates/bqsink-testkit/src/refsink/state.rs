@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) faults: FaultHandle,
     /// Set when the sink stops: open AppendRows connections end.
     pub(crate) closing: watch::Sender<bool>,
+    /// Rows of default streams are checked and counted but not kept (memory tests).
+    pub(crate) discard: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +45,7 @@ impl Shared {
             stats: Mutex::new(SinkStats::default()),
             faults: FaultHandle::new(),
             closing: watch::channel(false).0,
+            discard: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
