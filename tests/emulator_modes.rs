@@ -67,3 +67,30 @@ async fn batch_rows_appear_all_at_once_at_close() {
     assert_eq!(summary.rows_written, 5_000);
     assert_eq!(counts(&rest, "batch").await, ("5000".into(), "5000".into()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn write_empty_in_batch_refuses_to_commit_into_a_table_that_filled_meanwhile() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let dest = Destination::builder()
+        .endpoints(Endpoints::emulator(&emu.rest_host(), &emu.grpc_host()))
+        .project_id("conformance")
+        .dataset_id("modes")
+        .table_id("write_empty")
+        .schema(schema())
+        .write_mode(WriteMode::Batch)
+        .write_disposition(bqsink::WriteDisposition::WriteEmpty)
+        .build()
+        .await
+        .expect("the table is empty at build");
+    let rest = dest.rest().clone();
+    for id in 0..100 {
+        dest.write(Record::new().with("id", id)).await.expect("row");
+    }
+    // Someone else writes into the table before the batch commits.
+    let other = destination(&emu, "write_empty", WriteMode::Streaming).await;
+    other.write(Record::new().with("id", 1_000)).await.expect("row");
+    other.close().await.expect("close");
+    let err = dest.close().await.expect_err("WRITE_EMPTY is checked again before the commit");
+    assert!(err.to_string().contains("WRITE_EMPTY"), "{err}");
+    assert_eq!(counts(&rest, "write_empty").await, ("1".into(), "1".into()), "nothing of the batch was committed");
+}

@@ -351,6 +351,12 @@ impl TableSink {
     /// error, none do).
     pub async fn finish(&mut self) -> Result<(), EngineError> {
         self.flush().await?;
+        self.commit().await
+    }
+
+    /// Ends the stream after a [`TableSink::flush`]: finalizes it and, in Batch mode, commits
+    /// it (so a caller can check the table in between, as WRITE_EMPTY does).
+    pub async fn commit(&mut self) -> Result<(), EngineError> {
         let Some(name) = self.write_stream.clone() else { return Ok(()) };
         match self.mode {
             WriteMode::Streaming => {}
@@ -431,6 +437,7 @@ impl TableSink {
         self.mode != WriteMode::Streaming
     }
 
+    #[tracing::instrument(level = "debug", name = "batch", skip_all, fields(table = %self.table, rows = records.len(), bytes = rows.len()))]
     async fn send(&mut self, rows: BytesMut, records: Vec<Record>) -> Result<(), EngineError> {
         // After a connection died, or offsets went stale, the requests in flight are settled
         // first and in order: a newer request must never reach the stream before them.
@@ -564,6 +571,7 @@ impl TableSink {
     }
 
     /// Waits for one request's outcome and deals with every failure (see the module docs).
+    #[tracing::instrument(level = "debug", name = "request", skip_all, fields(table = %self.table, rows = first.records.len(), offset = ?first.request.offset()))]
     async fn settle(&mut self, first: InFlight) -> Result<(), EngineError> {
         let (rows, bytes) = (first.records.len() as u64, first.request.encoded_len() as u64);
         let mut work = VecDeque::from([first]);

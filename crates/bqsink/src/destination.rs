@@ -367,7 +367,15 @@ impl Destination {
         self.take_deferred()?;
         let inner = &self.inner;
         let mut sink = inner.sink.lock().await;
-        sink.finish().await?;
+        sink.flush().await?;
+        if sink.mode() == WriteMode::Batch && inner.config.write_disposition == WriteDisposition::WriteEmpty {
+            // Pending rows are invisible until the commit: the table must still be empty now.
+            let rows = inner.rest.get_table(&inner.table).await?.and_then(|i| i.num_rows).unwrap_or(0);
+            if rows > 0 {
+                return Err(Error::TableNotEmpty { table: inner.table.clone(), rows });
+            }
+        }
+        sink.commit().await?;
         if let Some(q) = &inner.dlq {
             q.flush().map_err(|e| Error::DeadLetter(format!("cannot flush the dead-letter queue: {e}")))?;
         }
