@@ -97,7 +97,7 @@ impl WriteClient {
         if !endpoints.emulator {
             ep = ep.tls_config(ClientTlsConfig::new().with_webpki_roots()).map_err(|e| connect_err(&e))?;
         }
-        let channel = ep.connect().await.map_err(|e| connect_err(&source_chain(&e)))?;
+        let channel = ep.connect().await.map_err(|e| connect_err(&crate::error::source_chain(&e)))?;
         Ok(Self { channel, auth, endpoint: endpoints.grpc.clone() })
     }
 
@@ -195,16 +195,6 @@ impl WriteClient {
     }
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
 
 /// What BigQuery answered to one append.
 #[derive(Clone, Debug, Default, PartialEq)]

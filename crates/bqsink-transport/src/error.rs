@@ -218,3 +218,16 @@ impl TransportError {
         Self::Grpc { code: StatusCode::from_i32(s.code() as i32), message: s.message().to_owned() }
     }
 }
+
+/// An error and its chain of sources on one line (`a: b: c`), for messages that must say what
+/// actually failed (a refused TCP connection, not just "transport error").
+pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

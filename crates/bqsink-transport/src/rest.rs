@@ -165,7 +165,7 @@ impl RestClient {
         let resp = req
             .send()
             .await
-            .map_err(|e| TransportError::Connect { endpoint: self.base.clone(), message: crate_source_chain(&e) })?;
+            .map_err(|e| TransportError::Connect { endpoint: self.base.clone(), message: crate::error::source_chain(&e) })?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| TransportError::Protocol(e.to_string()))?;
         debug!(%method, path, status, "bigquery rest");
@@ -352,16 +352,6 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-fn crate_source_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
 
 #[cfg(test)]
 mod tests {
