@@ -195,7 +195,6 @@ impl WriteClient {
     }
 }
 
-
 /// What BigQuery answered to one append.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AppendAck {

@@ -68,9 +68,8 @@ impl RowEncoder {
     /// it was and the error names the column.
     pub fn encode(&mut self, record: &Record, buf: &mut BytesMut) -> Result<(), RowError> {
         let start = buf.len();
-        let descriptor = self.descriptor.clone();
         let root = Path { parent: None, name: "" };
-        let result = self.encode_message(descriptor.root(), record, buf, &root);
+        let result = encode_message(self.descriptor.root(), &mut self.slots, self.unknown, record, buf, &root);
         if result.is_err() {
             buf.truncate(start);
         }
@@ -93,146 +92,141 @@ impl RowEncoder {
             }
         }
     }
+}
 
-    fn encode_message(
-        &mut self,
-        plan: &MessagePlan,
-        record: &Record,
-        buf: &mut BytesMut,
-        path: &Path<'_>,
-    ) -> Result<(), RowError> {
-        let base = plan.slot_base;
-        let n = plan.fields.len();
-        self.slots[base..base + n].fill(ABSENT);
-        for (i, (name, _)) in record.entries().iter().enumerate() {
-            // Records built in schema order hit the positional guess and skip hashing.
-            let idx = match plan.fields.get(i) {
-                Some(f) if f.name == name.as_ref() => Some(i),
-                _ => plan.lookup(name),
-            };
-            match idx {
-                Some(idx) => {
-                    let slot = &mut self.slots[base + idx];
-                    if *slot != ABSENT {
-                        return Err(RowError::new(
-                            Path { parent: Some(path), name }.render(),
-                            "the column appears twice in the record (names are case-insensitive)",
-                        ));
-                    }
-                    *slot = i as u32;
-                }
-                None if self.unknown == UnknownFields::Ignore => {}
-                None => {
+fn encode_message(
+    plan: &MessagePlan,
+    slots: &mut [u32],
+    unknown: UnknownFields,
+    record: &Record,
+    buf: &mut BytesMut,
+    path: &Path<'_>,
+) -> Result<(), RowError> {
+    let base = plan.slot_base;
+    let n = plan.fields.len();
+    slots[base..base + n].fill(ABSENT);
+    for (i, (name, _)) in record.entries().iter().enumerate() {
+        // Records built in schema order hit the positional guess and skip hashing.
+        let idx = match plan.fields.get(i) {
+            Some(f) if f.name == name.as_ref() => Some(i),
+            _ => plan.lookup(name),
+        };
+        match idx {
+            Some(idx) => {
+                let slot = &mut slots[base + idx];
+                if *slot != ABSENT {
                     return Err(RowError::new(
                         Path { parent: Some(path), name }.render(),
-                        "no such column in the table",
+                        "the column appears twice in the record (names are case-insensitive)",
+                    ));
+                }
+                *slot = i as u32;
+            }
+            None if unknown == UnknownFields::Ignore => {}
+            None => {
+                return Err(RowError::new(Path { parent: Some(path), name }.render(), "no such column in the table"))
+            }
+        }
+    }
+    for (idx, field) in plan.fields.iter().enumerate() {
+        let slot = slots[base + idx];
+        let value = if slot == ABSENT { &Value::Null } else { &record.entries()[slot as usize].1 };
+        let here = Path { parent: Some(path), name: &field.name };
+        encode_field(field, slots, unknown, value, buf, &here)?;
+    }
+    Ok(())
+}
+
+fn encode_field(
+    field: &FieldPlan,
+    slots: &mut [u32],
+    unknown: UnknownFields,
+    value: &Value,
+    buf: &mut BytesMut,
+    path: &Path<'_>,
+) -> Result<(), RowError> {
+    match field.mode {
+        Mode::Repeated => {
+            let items: &[Value] = match value {
+                Value::Null => return Ok(()),
+                Value::Array(items) => items,
+                other => {
+                    return Err(RowError::new(
+                        path.render(),
+                        format!("expected an array for a REPEATED column, got {} ({})", other.kind(), other.preview()),
                     ))
                 }
-            }
-        }
-        for (idx, field) in plan.fields.iter().enumerate() {
-            let slot = self.slots[base + idx];
-            let value = if slot == ABSENT { &Value::Null } else { &record.entries()[slot as usize].1 };
-            let here = Path { parent: Some(path), name: &field.name };
-            self.encode_field(field, value, buf, &here)?;
-        }
-        Ok(())
-    }
-
-    fn encode_field(
-        &mut self,
-        field: &FieldPlan,
-        value: &Value,
-        buf: &mut BytesMut,
-        path: &Path<'_>,
-    ) -> Result<(), RowError> {
-        match field.mode {
-            Mode::Repeated => {
-                let items: &[Value] = match value {
-                    Value::Null => return Ok(()),
-                    Value::Array(items) => items,
-                    other => {
-                        return Err(RowError::new(
-                            path.render(),
-                            format!(
-                                "expected an array for a REPEATED column, got {} ({})",
-                                other.kind(),
-                                other.preview()
-                            ),
-                        ))
-                    }
-                };
-                if items.is_empty() {
-                    return Ok(());
-                }
-                if let Some(packed_tag) = field.packed_tag {
-                    packed_tag.put(buf);
-                    let body = begin_len(buf);
-                    for item in items {
-                        self.check_element(item, path)?;
-                        let v = coerce(item, field.field_type, path)?;
-                        write_scalar_body(field.kind, &v, buf);
-                    }
-                    end_len(buf, body);
-                } else {
-                    for item in items {
-                        self.check_element(item, path)?;
-                        self.encode_one(field, item, buf, path)?;
-                    }
-                }
-                Ok(())
-            }
-            Mode::Required if value.is_null() => {
-                Err(RowError::new(path.render(), "REQUIRED column is missing or null"))
-            }
-            _ if value.is_null() => Ok(()),
-            _ => self.encode_one(field, value, buf, path),
-        }
-    }
-
-    fn check_element(&self, item: &Value, path: &Path<'_>) -> Result<(), RowError> {
-        match item {
-            Value::Null => Err(RowError::new(path.render(), "arrays cannot hold NULL elements")),
-            Value::Array(_) => Err(RowError::new(path.render(), "arrays cannot hold arrays")),
-            _ => Ok(()),
-        }
-    }
-
-    fn encode_one(
-        &mut self,
-        field: &FieldPlan,
-        value: &Value,
-        buf: &mut BytesMut,
-        path: &Path<'_>,
-    ) -> Result<(), RowError> {
-        if let (WireKind::Message, Some(sub)) = (field.kind, field.message.as_ref()) {
-            let Value::Record(record) = value else {
-                return Err(RowError::new(
-                    path.render(),
-                    format!("expected RECORD, got {} ({})", value.kind(), value.preview()),
-                ));
             };
-            field.tag.put(buf);
-            let body = begin_len(buf);
-            self.encode_message(sub, record, buf, path)?;
-            end_len(buf, body);
-            return Ok(());
+            if items.is_empty() {
+                return Ok(());
+            }
+            if let Some(packed_tag) = field.packed_tag {
+                packed_tag.put(buf);
+                let body = begin_len(buf);
+                for item in items {
+                    check_element(item, path)?;
+                    let v = coerce(item, field.field_type, path)?;
+                    write_scalar_body(field.kind, &v, buf);
+                }
+                end_len(buf, body);
+            } else {
+                for item in items {
+                    check_element(item, path)?;
+                    encode_one(field, slots, unknown, item, buf, path)?;
+                }
+            }
+            Ok(())
         }
-        let v = coerce(value, field.field_type, path)?;
-        field.tag.put(buf);
-        if matches!(field.kind, WireKind::Text | WireKind::Bytes) {
-            write_len_value(&v, buf);
-        } else {
-            write_scalar_body(field.kind, &v, buf);
-        }
-        Ok(())
+        Mode::Required if value.is_null() => Err(RowError::new(path.render(), "REQUIRED column is missing or null")),
+        _ if value.is_null() => Ok(()),
+        _ => encode_one(field, slots, unknown, value, buf, path),
     }
+}
+
+fn check_element(item: &Value, path: &Path<'_>) -> Result<(), RowError> {
+    match item {
+        Value::Null => Err(RowError::new(path.render(), "arrays cannot hold NULL elements")),
+        Value::Array(_) => Err(RowError::new(path.render(), "arrays cannot hold arrays")),
+        _ => Ok(()),
+    }
+}
+
+fn encode_one(
+    field: &FieldPlan,
+    slots: &mut [u32],
+    unknown: UnknownFields,
+    value: &Value,
+    buf: &mut BytesMut,
+    path: &Path<'_>,
+) -> Result<(), RowError> {
+    if let (WireKind::Message, Some(sub)) = (field.kind, field.message.as_ref()) {
+        let Value::Record(record) = value else {
+            return Err(RowError::new(
+                path.render(),
+                format!("expected RECORD, got {} ({})", value.kind(), value.preview()),
+            ));
+        };
+        field.tag.put(buf);
+        let body = begin_len(buf);
+        encode_message(sub, slots, unknown, record, buf, path)?;
+        end_len(buf, body);
+        return Ok(());
+    }
+    let v = coerce(value, field.field_type, path)?;
+    field.tag.put(buf);
+    if matches!(field.kind, WireKind::Text | WireKind::Bytes) {
+        write_len_value(&v, buf);
+    } else {
+        write_scalar_body(field.kind, &v, buf);
+    }
+    Ok(())
 }
 
 #[inline]
 fn coerce<'v>(value: &'v Value, ty: FieldType, path: &Path<'_>) -> Result<Cow<'v, Value>, RowError> {
     let v = value.coerce(ty).map_err(|e| RowError::new(path.render(), e.to_string()))?;
-    if let Value::Json(text) = v.as_ref() {
+    // JSON text made by coerce() is valid by construction; text the caller supplied is checked.
+    if let (Value::Json(text), Value::Json(_)) = (v.as_ref(), value) {
         if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
             return Err(RowError::new(path.render(), "expected JSON, got text that is not valid JSON"));
         }

@@ -162,10 +162,10 @@ impl RestClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| TransportError::Connect { endpoint: self.base.clone(), message: crate::error::source_chain(&e) })?;
+        let resp = req.send().await.map_err(|e| TransportError::Connect {
+            endpoint: self.base.clone(),
+            message: crate::error::source_chain(&e),
+        })?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| TransportError::Protocol(e.to_string()))?;
         debug!(%method, path, status, "bigquery rest");
@@ -351,7 +351,6 @@ fn truncate(s: &str, n: usize) -> String {
         s.chars().take(n).collect::<String>() + "…"
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -46,7 +46,12 @@ impl Tag {
     }
     #[inline]
     pub(crate) fn put(&self, buf: &mut BytesMut) {
-        buf.put_slice(&self.bytes[..self.len as usize]);
+        // Fields 1–15 have one-byte keys: the common case, without a memcpy call.
+        if self.len == 1 {
+            buf.put_u8(self.bytes[0]);
+        } else {
+            buf.put_slice(&self.bytes[..self.len as usize]);
+        }
     }
 }
 
