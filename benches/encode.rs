@@ -1,48 +1,16 @@
 //! Encoder micro-benchmarks: typed 12-column rows, the same rows parsed from NDJSON, serde
 //! structs, and descriptor builds. Run with `cargo bench --bench encode`.
 
-use bqsink_core::{Date, Decimal, Field, FieldType, Record, Schema, Timestamp, Value};
+use bqsink_core::Record;
+use bqsink_testkit::rows::{twelve_column_schema, typed_row};
 use bqsink_transport::{RowDescriptor, RowEncoder};
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const ROWS: usize = 10_000;
 
-fn schema() -> Schema {
-    Schema::new(vec![
-        Field::new("id", FieldType::Int64).required(),
-        Field::new("score", FieldType::Float64),
-        Field::new("ok", FieldType::Bool),
-        Field::new("event", FieldType::String),
-        Field::new("user_id", FieldType::String),
-        Field::new("page", FieldType::String),
-        Field::new("agent", FieldType::String),
-        Field::new("at", FieldType::Timestamp),
-        Field::new("day", FieldType::Date),
-        Field::new("amount", FieldType::Numeric),
-        Field::new("props", FieldType::Json),
-        Field::new("tags", FieldType::String).repeated(),
-    ])
-}
-
 fn typed_rows() -> Vec<Record> {
-    (0..ROWS as i64)
-        .map(|i| {
-            Record::with_capacity(12)
-                .with("id", i)
-                .with("score", i as f64 * 0.5)
-                .with("ok", i % 3 == 0)
-                .with("event", "page_view")
-                .with("user_id", format!("user-{}", i % 1000))
-                .with("page", "/pricing")
-                .with("agent", "Mozilla/5.0 (X11; Linux x86_64)")
-                .with("at", Timestamp::from_micros(1_700_000_000_000_000 + i).map_or(Value::Null, Value::Timestamp))
-                .with("day", Date::from_days(19_700).map_or(Value::Null, Value::Date))
-                .with("amount", Decimal::parse("1234.56").map_or(Value::Null, Value::Numeric))
-                .with("props", Value::Json(r#"{"plan":"pro"}"#.into()))
-                .with("tags", vec![Value::from("a"), Value::from("b")])
-        })
-        .collect()
+    (0..ROWS as i64).map(typed_row).collect()
 }
 
 fn ndjson_lines() -> Vec<String> {
@@ -60,7 +28,7 @@ fn ndjson_lines() -> Vec<String> {
 }
 
 fn bench(c: &mut Criterion) {
-    let schema = schema();
+    let schema = twelve_column_schema();
     let descriptor = RowDescriptor::new(&schema).expect("valid schema");
     let mut group = c.benchmark_group("encode");
     group.throughput(Throughput::Elements(ROWS as u64));

@@ -141,6 +141,18 @@ pub struct SinkStats {
     pub rows_resent_ambiguous: u64,
 }
 
+impl std::ops::AddAssign for SinkStats {
+    fn add_assign(&mut self, s: SinkStats) {
+        self.rows_written += s.rows_written;
+        self.requests += s.requests;
+        self.bytes_written += s.bytes_written;
+        self.retries += s.retries;
+        self.reconnects += s.reconnects;
+        self.rows_refused += s.rows_refused;
+        self.rows_resent_ambiguous += s.rows_resent_ambiguous;
+    }
+}
+
 struct InFlight {
     request: AppendRequest,
     records: Vec<Record>,
@@ -296,9 +308,10 @@ impl TableSink {
     /// Encodes one row into the current batch, sending the batch when it is full. A row that
     /// cannot be encoded comes back with its error (`Ok(Some(..))`) and nothing else changes.
     pub async fn write(&mut self, record: Record) -> Result<Option<(RowError, Record)>, EngineError> {
-        if self.shared.breaker.config().when_open == WhenOpen::FailFast {
+        let breaker = &self.shared.breaker;
+        if breaker.config().when_open == WhenOpen::FailFast && breaker.state() != BreakerState::Closed {
             // Refuse before the row is accepted: once accepted, a row is never failed fast.
-            drop(self.shared.breaker.acquire().await?);
+            drop(breaker.acquire().await?);
         }
         let row_start = self.buf.len();
         if let Err(e) = self.encoder.encode_row_entry(&record, &mut self.buf) {
@@ -340,6 +353,11 @@ impl TableSink {
     /// still invisible until [`TableSink::finish`].
     pub async fn flush(&mut self) -> Result<(), EngineError> {
         self.send_buffered().await?;
+        self.settle_all().await
+    }
+
+    /// Settles every request in flight, oldest first.
+    async fn settle_all(&mut self) -> Result<(), EngineError> {
         while let Some(f) = self.inflight.pop_front() {
             self.settle(f).await?;
         }
@@ -443,9 +461,7 @@ impl TableSink {
         // first and in order: a newer request must never reach the stream before them.
         let stale = self.inflight.front().is_some_and(|f| f.generation < self.generation);
         if self.resync || stale || self.stream.as_ref().is_some_and(AppendStream::is_closed) {
-            while let Some(f) = self.inflight.pop_front() {
-                self.settle(f).await?;
-            }
+            self.settle_all().await?;
             if self.resync {
                 self.next_offset = self.acked_end;
                 self.resync = false;
@@ -458,9 +474,7 @@ impl TableSink {
         if self.shared.breaker.state() != BreakerState::Closed {
             // A probe may be among the requests in flight: settle them so the breaker learns
             // its outcome before this request asks for a permit.
-            while let Some(f) = self.inflight.pop_front() {
-                self.settle(f).await?;
-            }
+            self.settle_all().await?;
         }
         let permit = self.wait_for_permit().await?;
         // The half-open probe decides for every sink sharing the breaker: wait for its outcome
@@ -491,9 +505,7 @@ impl TableSink {
             sent_at: Instant::now(),
         });
         if probe {
-            while let Some(f) = self.inflight.pop_front() {
-                self.settle(f).await?;
-            }
+            self.settle_all().await?;
         }
         while self.inflight.len() > self.limits.max_inflight || self.inflight_bytes() > self.limits.max_inflight_bytes {
             match self.inflight.pop_front() {

@@ -7,3 +7,4 @@ pub use emulator::Emulator;
 pub mod compare;
 pub mod oauth;
 pub mod refsink;
+pub mod rows;

@@ -214,22 +214,13 @@ impl Destination {
     /// bounds are reached (or another task holds the writer), so the caller can shed or buffer.
     pub async fn try_write(&self, record: Record) -> Result<(), Error> {
         self.take_deferred()?;
-        let mut sink = self.inner.sink.try_lock().map_err(|_| Error::Full)?;
+        let sink = self.inner.sink.try_lock().map_err(|_| Error::Full)?;
         if sink.would_wait() {
             return Err(Error::Full);
         }
-        self.inner.rows_read.fetch_add(1, Ordering::Relaxed);
-        match sink.write(record).await? {
-            None => Ok(()),
-            Some((e, record)) => {
-                drop(sink);
-                self.refuse(e.clone(), Payload::Record(record))?;
-                if self.inner.dlq.is_none() {
-                    Err(Error::Row(e))
-                } else {
-                    Ok(())
-                }
-            }
+        match self.write_to(sink, record, None).await? {
+            Some(e) if self.inner.dlq.is_none() => Err(Error::Row(e)),
+            _ => Ok(()),
         }
     }
 
@@ -303,18 +294,30 @@ impl Destination {
     /// The shared path: `Ok(Some(e))` when the row was refused (and dead-lettered if possible).
     async fn write_one(&self, record: Record, index: Option<u64>) -> Result<Option<RowError>, Error> {
         self.take_deferred()?;
+        let sink = self.inner.sink.lock().await;
+        self.write_to(sink, record, index).await
+    }
+
+    /// Writes through a held sink: counts the row, and refuses it (dead letter or counted)
+    /// when the encoder cannot take it.
+    async fn write_to(
+        &self,
+        mut sink: tokio::sync::MutexGuard<'_, TableSink>,
+        record: Record,
+        index: Option<u64>,
+    ) -> Result<Option<RowError>, Error> {
         self.inner.rows_read.fetch_add(1, Ordering::Relaxed);
-        let result = self.inner.sink.lock().await.write(record).await;
-        match result {
-            Ok(None) => Ok(None),
-            Ok(Some((mut e, record))) => {
+        let refused = sink.write(record).await?;
+        drop(sink);
+        match refused {
+            None => Ok(None),
+            Some((mut e, record)) => {
                 if let Some(i) = index {
                     e = e.at_row(i);
                 }
                 self.refuse(e.clone(), Payload::Record(record))?;
                 Ok(Some(e))
             }
-            Err(other) => Err(other.into()),
         }
     }
 
