@@ -5,9 +5,13 @@
 //! - `test` — install bqemulator if missing, then run every test of the workspace.
 //! - `emulator install` — install bqemulator into `target/bqemulator`.
 //! - `golden` — regenerate the golden protobuf fixtures with Python's `protobuf` package.
+//! - `bench [--quick]` — bqsink against Google's Python client and a Rust peer on a local fast
+//!   sink, and into bqemulator; writes `target/bench/summary.json` and `throughput.svg`.
 
 #![allow(clippy::print_stdout)]
 
+mod bench;
+mod bench_chart;
 mod emulator;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +27,7 @@ fn main() -> anyhow::Result<()> {
         ["test", rest @ ..] => test(&root, rest),
         ["emulator", "install"] => emulator::install(&root),
         ["golden"] => golden(&root),
+        ["bench", rest @ ..] => bench::bench(&root, rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -30,7 +35,8 @@ fn main() -> anyhow::Result<()> {
                  demo               load bundled sample data into a local bqemulator and show it\n  \
                  test [ARGS…]       install bqemulator if missing, run every test (ARGS go to cargo test)\n  \
                  emulator install   install bqemulator into target/bqemulator\n  \
-                 golden             regenerate tests/fixtures/golden/golden.json with Python protobuf"
+                 golden             regenerate tests/fixtures/golden/golden.json with Python protobuf\n  \
+                 bench [--quick]    bqsink vs the Python and Rust clients on a local sink; target/bench/summary.json"
             );
             bail!("unknown or missing task")
         }

@@ -1,0 +1,174 @@
+//! The bench chart: horizontal bars of rows/s, per client and per bqsink setting, drawn as
+//! plain SVG from `summary.json`.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+const WIDTH: f64 = 960.0;
+const LABEL_W: f64 = 300.0;
+const BAR_W: f64 = 500.0;
+const BAR_H: f64 = 22.0;
+const GAP: f64 = 8.0;
+
+struct Panel {
+    title: String,
+    bars: Vec<(String, f64, String)>,
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+fn rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M rows/s", v / 1e6)
+    } else {
+        format!("{:.0}k rows/s", v / 1e3)
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// A round step for about five ticks up to `max`.
+fn tick_step(max: f64) -> f64 {
+    let raw = max / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag)
+}
+
+fn panels(s: &Value) -> Vec<Panel> {
+    let e2e = &s["e2e"][0];
+    let cpu_note = |r: &Value| format!("{:.2} CPU s / 1M rows", num(&r["cpu_s_per_million_rows"]));
+    let peers = Panel {
+        title: format!(
+            "Rows/s per client to the same local sink ({} rows, {} rows per request, client on one core)",
+            num(&e2e["rows"]),
+            num(&s["python"]["batch_size"])
+        ),
+        bars: vec![
+            ("bqsink (Destination)".into(), num(&e2e["rows_per_s"]), cpu_note(e2e)),
+            (
+                "Rust peer: google-cloud-bigquery 0.15".into(),
+                num(&s["rust_peer"]["rows_per_s"]),
+                cpu_note(&s["rust_peer"]),
+            ),
+            ("Python: google-cloud-bigquery-storage".into(), num(&s["python"]["rows_per_s"]), cpu_note(&s["python"])),
+        ],
+    };
+    let by = |key: &str, label: &dyn Fn(&Value) -> String| -> Vec<(String, f64, String)> {
+        s[key]
+            .as_array()
+            .map(|runs| runs.iter().map(|r| (label(r), num(&r["rows_per_s"]), cpu_note(r))).collect())
+            .unwrap_or_default()
+    };
+    let batches = Panel {
+        title: "bqsink rows/s by batch size (rows per AppendRows request)".into(),
+        bars: by("by_batch_size", &|r| format!("batch {}", num(&r["batch_size"]))),
+    };
+    let workers = Panel {
+        title: "bqsink rows/s by workers (destinations, one connection each, on one core)".into(),
+        bars: by("by_workers", &|r| format!("{} worker(s)", num(&r["workers"]))),
+    };
+    let mut out = vec![peers, batches, workers];
+    if s["emulator"].is_object() {
+        let em = &s["emulator"];
+        out.push(Panel {
+            title: format!(
+                "Into bqemulator ({} rows each, {} per request): the emulator is the bottleneck",
+                num(&em["rows_each"]),
+                num(&em["batch_size"])
+            ),
+            bars: vec![
+                (
+                    "bqsink".into(),
+                    num(&em["bqsink"]["rows_per_s"]),
+                    format!("client CPU {:.2} s", num(&em["bqsink"]["cpu_s"])),
+                ),
+                (
+                    "Python".into(),
+                    num(&em["python"]["rows_per_s"]),
+                    format!("client CPU {:.2} s", num(&em["python"]["cpu_s"])),
+                ),
+            ],
+        });
+    }
+    out
+}
+
+/// The chart for a summary.
+pub(crate) fn render(s: &Value) -> String {
+    let panels = panels(s);
+    let mut body = String::new();
+    let mut y = 50.0;
+    for p in &panels {
+        let max = p.bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1.0);
+        let step = tick_step(max);
+        let top = (max / step).ceil() * step;
+        let x0 = LABEL_W;
+        let _ = writeln!(body, r#"<text x="20" y="{}" class="title">{}</text>"#, y, escape(&p.title));
+        y += 14.0;
+        let plot_top = y;
+        for (label, value, note) in &p.bars {
+            let w = (value / top * BAR_W).max(1.0);
+            let _ = writeln!(
+                body,
+                r#"<text x="{}" y="{}" class="label" text-anchor="end">{}</text><rect x="{x0}" y="{y}" width="{w:.1}" height="{BAR_H}" class="bar"/><text x="{}" y="{}" class="value">{} · {}</text>"#,
+                x0 - 8.0,
+                y + BAR_H * 0.7,
+                escape(label),
+                x0 + w + 6.0,
+                y + BAR_H * 0.7,
+                rate(*value),
+                escape(note)
+            );
+            y += BAR_H + GAP;
+        }
+        // x axis with ticks.
+        let _ = writeln!(body, r#"<line x1="{x0}" y1="{y}" x2="{}" y2="{y}" class="axis"/>"#, x0 + BAR_W);
+        let mut t = 0.0;
+        while t <= top + step * 0.01 {
+            let x = x0 + t / top * BAR_W;
+            let _ = writeln!(
+                body,
+                r#"<line x1="{x:.1}" y1="{plot_top}" x2="{x:.1}" y2="{}" class="grid"/><text x="{x:.1}" y="{}" class="tick" text-anchor="middle">{}</text>"#,
+                y + 4.0,
+                y + 16.0,
+                if t >= 1e6 { format!("{:.1}M", t / 1e6) } else { format!("{:.0}k", t / 1e3) }
+            );
+            t += step;
+        }
+        let _ = writeln!(
+            body,
+            r#"<text x="{}" y="{}" class="axislabel" text-anchor="middle">rows per second (higher is better)</text>"#,
+            x0 + BAR_W / 2.0,
+            y + 32.0
+        );
+        y += 62.0;
+    }
+    let height = y;
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="DejaVu Sans, Arial, sans-serif">
+<style>
+.title {{ font-size: 14px; font-weight: bold; fill: #222; }}
+.label {{ font-size: 12px; fill: #222; }}
+.value {{ font-size: 11px; fill: #333; }}
+.tick {{ font-size: 10px; fill: #555; }}
+.axislabel {{ font-size: 11px; fill: #555; }}
+.bar {{ fill: #3b73b9; }}
+.axis {{ stroke: #444; stroke-width: 1; }}
+.grid {{ stroke: #ddd; stroke-width: 1; }}
+</style>
+<rect width="100%" height="100%" fill="white"/>
+<text x="20" y="26" font-size="17" font-weight="bold" fill="#111">bqsink benchmark: rows/s ({})</text>
+{body}</svg>
+"##,
+        escape(&format!(
+            "{} CPUs, {}",
+            num(&s["machine"]["cpus"]),
+            s["machine"]["cpu_model"].as_str().unwrap_or("unknown CPU")
+        ))
+    )
+}
