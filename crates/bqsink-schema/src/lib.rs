@@ -2,5 +2,12 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod evolution;
+pub mod infer;
+pub mod naming;
+pub mod reconcile;
 
 pub use evolution::{plan_alter, Change, Refusal};
+pub use infer::{
+    infer_schema, infer_schema_json, normalize_record, InferConflict, InferMode, Inferred, SchemaInference,
+};
+pub use reconcile::{reconcile, reconcile_schema, Conflict, Decision, SchemaPlan};
