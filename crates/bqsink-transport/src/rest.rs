@@ -373,3 +373,134 @@ mod tests {
         assert_eq!(unwrap_row(&row, &schema.fields), vec![json!("1"), json!(["x", "y"])]);
     }
 }
+
+/// One relation of a dataset, as `tables.list` names it.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct TableListEntry {
+    /// The table's id within its dataset.
+    pub table_id: String,
+    /// `TABLE`, `VIEW`, `MATERIALIZED_VIEW`, `EXTERNAL`, …
+    pub table_type: Option<String>,
+    /// Time partitioning, if any.
+    pub time_partitioning: Option<TimePartitioning>,
+    /// Clustering, if any.
+    pub clustering: Option<Clustering>,
+}
+
+/// Size and shape of one table, from `tables.get`.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct TableStats {
+    /// `TABLE`, `VIEW`, …
+    pub table_type: Option<String>,
+    /// Rows in managed storage.
+    pub num_rows: Option<u64>,
+    /// Bytes in managed storage.
+    pub num_bytes: Option<u64>,
+    /// Rows still in the streaming buffer (estimated; BigQuery counts them apart from `num_rows`).
+    pub streaming_buffer_rows: Option<u64>,
+    /// Top-level columns.
+    pub columns: usize,
+    /// Time partitioning, if any.
+    pub time_partitioning: Option<TimePartitioning>,
+    /// Clustering, if any.
+    pub clustering: Option<Clustering>,
+}
+
+/// A dataset, as `datasets.get` describes it.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct DatasetInfo {
+    /// Where its data lives (`US`, `EU`, a region).
+    pub location: Option<String>,
+}
+
+fn json_u64(v: &Json) -> Option<u64> {
+    match v {
+        Json::String(s) => s.parse().ok(),
+        Json::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+impl RestClient {
+    /// `datasets.get`; `None` when the dataset does not exist.
+    pub async fn get_dataset(&self, project: &str, dataset: &str) -> Result<Option<DatasetInfo>, TransportError> {
+        match self.call(reqwest::Method::GET, &format!("/projects/{project}/datasets/{dataset}"), None).await {
+            Ok((_, json)) => Ok(Some(DatasetInfo { location: json["location"].as_str().map(str::to_owned) })),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `tables.list`, following every page: the tables, views and other relations of a dataset.
+    pub async fn list_tables(&self, project: &str, dataset: &str) -> Result<Vec<TableListEntry>, TransportError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Entry {
+            table_reference: Json,
+            #[serde(rename = "type")]
+            table_type: Option<String>,
+            time_partitioning: Option<TimePartitioning>,
+            clustering: Option<Clustering>,
+        }
+        let mut out = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let mut path = format!("/projects/{project}/datasets/{dataset}/tables?maxResults=1000");
+            if let Some(token) = &page {
+                path.push_str("&pageToken=");
+                path.push_str(&url_escape(token));
+            }
+            let (_, json) = self.call(reqwest::Method::GET, &path, None).await?;
+            let entries: Vec<Entry> = serde_json::from_value(json["tables"].clone()).unwrap_or_default();
+            for e in entries {
+                out.push(TableListEntry {
+                    table_id: e.table_reference["tableId"].as_str().unwrap_or_default().to_owned(),
+                    table_type: e.table_type,
+                    time_partitioning: e.time_partitioning,
+                    clustering: e.clustering,
+                });
+            }
+            match json["nextPageToken"].as_str().filter(|t| !t.is_empty()) {
+                Some(t) => page = Some(t.to_owned()),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// `tables.get` for its size and shape; `None` when the table does not exist.
+    pub async fn table_stats(&self, table: &TableRef) -> Result<Option<TableStats>, TransportError> {
+        let path = format!("/projects/{}/datasets/{}/tables/{}", table.project, table.dataset, table.table);
+        let json = match self.call(reqwest::Method::GET, &path, None).await {
+            Ok((_, json)) => json,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(TableStats {
+            table_type: json["type"].as_str().map(str::to_owned),
+            num_rows: json_u64(&json["numRows"]),
+            num_bytes: json_u64(&json["numBytes"]),
+            streaming_buffer_rows: json_u64(&json["streamingBuffer"]["estimatedRows"]),
+            columns: json["schema"]["fields"].as_array().map_or(0, Vec::len),
+            time_partitioning: serde_json::from_value(json["timePartitioning"].clone()).ok(),
+            clustering: serde_json::from_value(json["clustering"].clone()).ok(),
+        }))
+    }
+}
+
+/// Percent-encodes a query-string value.
+fn url_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,10 +1,12 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod admin;
 pub mod blocking;
 mod destination;
 mod error;
 
+pub use admin::{Admin, TableOverview};
 pub use blocking::Writer;
 pub use destination::{
     Destination, DestinationBuilder, Health, HealthCheck, StreamReport, Summary, HEALTHY_ERROR_RATE,

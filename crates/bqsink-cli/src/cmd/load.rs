@@ -1,0 +1,390 @@
+//! `bqsink load`: rows from files, globs or stdin into one table, with progress, a dead-letter
+//! file, a summary line and an exit code that says how it went.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use bqsink::{Admin, Destination, DestinationBuilder, PartitionType, RowError, Schema, WriteMode};
+
+use super::{connect, out};
+use crate::errors::{explain, Context, Needs};
+use crate::input::{self, Format, Input, Item, Position, Unit};
+use crate::interrupt::Interrupt;
+use crate::progress::{Counters, Progress, Style};
+use crate::settings::{FlagValue, Settings};
+use crate::{Global, EXIT_INTERRUPTED, EXIT_SOME_ROWS_FAILED};
+
+/// Refused rows printed before the rest are only counted.
+const MAX_PRINTED_ROW_ERRORS: u64 = 20;
+
+pub(crate) const AFTER_HELP: &str = "\
+Examples:
+  # Create the dataset and a partitioned, clustered table from a BigQuery JSON schema:
+  bqsink load --project my-proj --dataset analytics --table events --create-dataset \\
+      --schema events.schema.json --partition-field at --cluster event --dlq refused.ndjson 'data/*.ndjson'
+  # CSV with a header line from stdin, all rows or none:
+  cat users.csv | bqsink load --dataset crm --table users --format csv --mode batch -
+
+Input: NDJSON (one object per line), CSV with a header line (empty cells are NULL), or one JSON
+array of objects; --format auto picks by extension, else by the first character.
+
+The last line on stdout is `read N, written N, dead-lettered N (elapsed, rows/s)`. Rows that cannot
+be written are named on stderr and, with --dlq, appended to that file as NDJSON lines
+{time, table, row, column, reason, record | raw}.
+
+Exit codes: 0 every row written; 2 some rows dead-lettered or refused; 1 a fatal error; 130 after
+Ctrl-C, which stops reading, flushes the rows in flight and prints the summary (a second Ctrl-C
+quits at once).";
+
+/// The write modes, as the command line spells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ModeArg {
+    /// The default stream: at-least-once, rows queryable at once
+    Streaming,
+    /// Committed streams with offsets: each row exactly once
+    ExactlyOnce,
+    /// Pending streams committed at the end: all rows or none
+    Batch,
+}
+
+impl From<ModeArg> for WriteMode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Streaming => WriteMode::Streaming,
+            ModeArg::ExactlyOnce => WriteMode::ExactlyOnce,
+            ModeArg::Batch => WriteMode::Batch,
+        }
+    }
+}
+
+/// Whether a missing table is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CreateArg {
+    /// Create it from --schema (the default)
+    #[value(name = "CREATE_IF_NEEDED")]
+    CreateIfNeeded,
+    /// Fail when it does not exist
+    #[value(name = "CREATE_NEVER")]
+    CreateNever,
+}
+
+/// What happens to rows already in the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum WriteArg {
+    /// Add to them (the default)
+    #[value(name = "WRITE_APPEND")]
+    WriteAppend,
+    /// Load only into an empty table
+    #[value(name = "WRITE_EMPTY")]
+    WriteEmpty,
+    /// Replace them (needs --mode batch)
+    #[value(name = "WRITE_TRUNCATE")]
+    WriteTruncate,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct LoadArgs {
+    /// Table to load into
+    #[arg(long, short = 't', value_name = "ID")]
+    pub(crate) table: String,
+    /// Input files, glob patterns (quoted), or `-` for stdin
+    #[arg(required = true, value_name = "FILE|GLOB|-")]
+    pub(crate) inputs: Vec<String>,
+    /// Input format
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub(crate) format: Format,
+    /// BigQuery JSON schema (as `bq show --schema` prints it) to create the table with
+    #[arg(long, value_name = "FILE")]
+    pub(crate) schema: Option<PathBuf>,
+    /// Write mode [default: streaming]
+    #[arg(long, value_enum)]
+    pub(crate) mode: Option<ModeArg>,
+    /// Partition a created table on this TIMESTAMP, DATE or DATETIME column
+    #[arg(long, value_name = "COLUMN")]
+    pub(crate) partition_field: Option<String>,
+    /// Partition granularity [default: DAY]
+    #[arg(long, value_name = "HOUR|DAY|MONTH|YEAR")]
+    pub(crate) partition_type: Option<PartitionType>,
+    /// Cluster a created table on these columns (comma-separated, at most 4)
+    #[arg(long, value_delimiter = ',', value_name = "COLUMNS")]
+    pub(crate) cluster: Vec<String>,
+    /// Whether a missing table is created [default: CREATE_IF_NEEDED]
+    #[arg(long, value_enum, ignore_case = true)]
+    pub(crate) create_disposition: Option<CreateArg>,
+    /// What happens to rows already in the table [default: WRITE_APPEND]
+    #[arg(long, value_enum, ignore_case = true)]
+    pub(crate) write_disposition: Option<WriteArg>,
+    /// Create the dataset when it does not exist (in --location)
+    #[arg(long)]
+    pub(crate) create_dataset: bool,
+    /// Rows per AppendRows request [default: 1000]
+    #[arg(long, value_name = "ROWS")]
+    pub(crate) batch_size: Option<usize>,
+    /// Append rows that cannot be written, with the reason, to this NDJSON file
+    #[arg(long, value_name = "PATH")]
+    pub(crate) dlq: Option<PathBuf>,
+    /// Seconds between progress lines on stderr when it is not a terminal
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub(crate) progress_interval: f64,
+}
+
+impl LoadArgs {
+    /// The settings these flags set.
+    fn flags(&self) -> Vec<FlagValue> {
+        let mut f = vec![FlagValue::new("table_id", "--table", &self.table)];
+        if let Some(m) = self.mode {
+            f.push(FlagValue::new("write_mode", "--mode", WriteMode::from(m)));
+        }
+        if let Some(v) = &self.partition_field {
+            f.push(FlagValue::new("partition_field", "--partition-field", v));
+        }
+        if let Some(v) = self.partition_type {
+            f.push(FlagValue::new("partition_type", "--partition-type", v));
+        }
+        if !self.cluster.is_empty() {
+            f.push(FlagValue::new("clustering_fields", "--cluster", &self.cluster));
+        }
+        if let Some(v) = self.create_disposition {
+            let s = match v {
+                CreateArg::CreateIfNeeded => "CREATE_IF_NEEDED",
+                CreateArg::CreateNever => "CREATE_NEVER",
+            };
+            f.push(FlagValue::new("create_disposition", "--create-disposition", s));
+        }
+        if let Some(v) = self.write_disposition {
+            let s = match v {
+                WriteArg::WriteAppend => "WRITE_APPEND",
+                WriteArg::WriteEmpty => "WRITE_EMPTY",
+                WriteArg::WriteTruncate => "WRITE_TRUNCATE",
+            };
+            f.push(FlagValue::new("write_disposition", "--write-disposition", s));
+        }
+        if let Some(v) = self.batch_size {
+            f.push(FlagValue::new("batch_size", "--batch-size", v));
+        }
+        f
+    }
+}
+
+pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let settings = global.settings(args.flags())?;
+    let cx = Context { settings: &settings, needs: Needs::DataEditor };
+    let fail = |e: bqsink::Error| anyhow!(explain(&e, cx));
+    settings.config.validate().map_err(|e| fail(e.into()))?;
+
+    let inputs = input::expand(&args.inputs)?;
+    let total: Option<u64> = inputs.iter().map(|i| i.size).sum();
+    let schema = match &args.schema {
+        Some(path) => Some(read_schema(path)?),
+        None => inferred_schema(&inputs, args.format)?,
+    };
+
+    let (auth, admin) = connect(&settings, Needs::DataEditor).await?;
+    ensure_dataset(&admin, &settings, args.create_dataset, global.quiet).await?;
+
+    let mut builder =
+        DestinationBuilder::from_config(settings.config.clone()).endpoints(settings.endpoints.clone()).auth(auth);
+    if let Some(s) = schema {
+        builder = builder.schema(s);
+    }
+    if let Some(path) = &args.dlq {
+        builder = builder.dead_letter_file(path);
+    }
+    let dest = Arc::new(builder.build().await.map_err(fail)?);
+
+    let interval = Duration::from_secs_f64(args.progress_interval.max(0.1));
+    let counters = Arc::new(Counters::default());
+    let mut rows = input::spawn(inputs.clone(), args.format, counters.bytes.clone());
+    let mut progress =
+        Progress::start(Style::choose(global.quiet, interval), total, counters.clone(), Arc::downgrade(&dest));
+    let mut errors = RowErrors { inputs: &inputs, printed: 0 };
+    interrupt.set_graceful(true);
+
+    let mut fatal: Option<anyhow::Error> = None;
+    loop {
+        let item = tokio::select! {
+            biased;
+            () = interrupt.wait() => break,
+            item = rows.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        match item {
+            Item::Row(at, record) => {
+                counters.read.fetch_add(1, Ordering::Relaxed);
+                match dest.write_row(record, Some(at.index())).await {
+                    Ok(None) => {}
+                    Ok(Some(e)) => {
+                        counters.refused.fetch_add(1, Ordering::Relaxed);
+                        errors.report(&progress, at, &describe(&e));
+                    }
+                    Err(e) => {
+                        fatal = Some(fail(e));
+                        break;
+                    }
+                }
+            }
+            Item::Bad(at, raw, why) => {
+                counters.read.fetch_add(1, Ordering::Relaxed);
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                errors.report(&progress, at, &why);
+                if let Err(e) = dest.dead_letter_raw(Some(at.index()), raw, why) {
+                    fatal = Some(fail(e));
+                    break;
+                }
+            }
+            Item::Fatal(message) => {
+                fatal = Some(anyhow!(message));
+                break;
+            }
+        }
+    }
+    // The reader stops at its next row.
+    drop(rows);
+    let read = counters.read.load(Ordering::Relaxed);
+    let refused = counters.refused.load(Ordering::Relaxed);
+    let before_close = dest.metrics();
+    let secs = || started.elapsed().as_secs_f64();
+
+    if let Some(err) = fatal {
+        progress.finish();
+        errors.finish(&progress);
+        summary(read, before_close.records_written, refused + before_close.rows_dead_lettered, secs(), false);
+        return Err(err);
+    }
+    progress.set_message("flushing the rows in flight…");
+    let dest = unwrap_arc(dest).await;
+    let batch = dest.config().effective_write_mode() == WriteMode::Batch;
+    let result = dest.close().await;
+    progress.finish();
+    errors.finish(&progress);
+    let s = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let written = if batch { 0 } else { before_close.records_written };
+            summary(read, written, refused + before_close.rows_dead_lettered, secs(), interrupt.fired());
+            return Err(fail(e));
+        }
+    };
+    let failed = s.rows_dead_lettered + s.rows_rejected;
+    if failed > 0 {
+        match &args.dlq {
+            Some(path) if s.rows_dead_lettered > 0 => {
+                eprintln!("bqsink: {} rows dead-lettered to {}", s.rows_dead_lettered, path.display())
+            }
+            _ => eprintln!("bqsink: {failed} rows refused; pass --dlq PATH to keep them with the reason"),
+        }
+    }
+    let interrupted = interrupt.fired();
+    summary(read, s.rows_written, failed, secs(), interrupted);
+    Ok(if interrupted {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if failed > 0 || s.rows_written < read {
+        ExitCode::from(EXIT_SOME_ROWS_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The summary, always the last line on stdout.
+fn summary(read: u64, written: u64, dead: u64, secs: f64, interrupted: bool) {
+    let rate = written as f64 / secs.max(1e-9);
+    let tail = if interrupted { ", interrupted" } else { "" };
+    out(&format!("read {read}, written {written}, dead-lettered {dead} ({secs:.1}s, {rate:.0} rows/s{tail})"));
+}
+
+/// The destination, once the progress display has let go of it.
+async fn unwrap_arc(mut dest: Arc<Destination>) -> Destination {
+    loop {
+        match Arc::try_unwrap(dest) {
+            Ok(d) => return d,
+            Err(shared) => {
+                dest = shared;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+fn describe(e: &RowError) -> String {
+    if e.column.is_empty() {
+        e.message.clone()
+    } else {
+        format!("{}: {}", e.column, e.message)
+    }
+}
+
+/// Refused rows on stderr: the first few named, the rest counted.
+struct RowErrors<'a> {
+    inputs: &'a [Input],
+    printed: u64,
+}
+
+impl RowErrors<'_> {
+    fn report(&mut self, progress: &Progress, at: Position, message: &str) {
+        self.printed += 1;
+        if self.printed > MAX_PRINTED_ROW_ERRORS {
+            return;
+        }
+        let unit = match at.unit {
+            Unit::Line => "line",
+            Unit::Element => "element",
+        };
+        let place = match self.inputs.get(at.input) {
+            Some(i) if self.inputs.len() > 1 => format!("{} {unit} {}", i.name(), at.number),
+            _ => format!("{unit} {}", at.number),
+        };
+        progress.println(&format!("bqsink: {place}: {message}"));
+    }
+
+    fn finish(&self, progress: &Progress) {
+        if self.printed > MAX_PRINTED_ROW_ERRORS {
+            progress.println(&format!("bqsink: … and {} more rows refused", self.printed - MAX_PRINTED_ROW_ERRORS));
+        }
+    }
+}
+
+fn read_schema(path: &std::path::Path) -> anyhow::Result<Schema> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the schema file {}", path.display()))?;
+    Schema::from_json(&text).map_err(|e| anyhow!("schema file {}: {e}", path.display()))
+}
+
+/// The schema to create a missing table with when no `--schema` is given: inferred over the
+/// whole input once bqsink-schema's type inference is available; until then, none (a missing
+/// table then needs `--schema`).
+fn inferred_schema(_inputs: &[Input], _format: Format) -> anyhow::Result<Option<Schema>> {
+    Ok(None)
+}
+
+/// Makes sure the dataset exists: creates it with `--create-dataset`, else says how to.
+async fn ensure_dataset(admin: &Admin, settings: &Settings, create: bool, quiet: bool) -> anyhow::Result<()> {
+    let c = &settings.config;
+    let cx = Context { settings, needs: Needs::DataEditor };
+    let exists = admin.dataset_exists(&c.project_id, &c.dataset_id).await.map_err(|e| anyhow!(explain(&e, cx)))?;
+    if exists {
+        return Ok(());
+    }
+    if !create {
+        bail!(
+            "dataset {}.{} does not exist; pass --create-dataset to create it (with --location for its region), or \
+             check --project and --dataset",
+            c.project_id,
+            c.dataset_id
+        );
+    }
+    admin
+        .create_dataset(&c.project_id, &c.dataset_id, c.location.as_deref())
+        .await
+        .map_err(|e| anyhow!(explain(&e, cx)))?;
+    if !quiet {
+        eprintln!("bqsink: created dataset {}.{}", c.project_id, c.dataset_id);
+    }
+    Ok(())
+}
