@@ -8,6 +8,7 @@ use clap::Parser;
 
 mod cmd;
 mod errors;
+mod infer;
 mod input;
 mod interrupt;
 mod progress;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use bqsink::{Admin, Destination, DestinationBuilder, PartitionType, RowError, Schema, WriteMode};
+use bqsink_schema::InferMode;
 
 use super::{connect, out};
 use crate::errors::{explain, Context, Needs};
@@ -179,13 +180,34 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
 
     let inputs = input::expand(&args.inputs)?;
     let total: Option<u64> = inputs.iter().map(|i| i.size).sum();
-    let schema = match &args.schema {
-        Some(path) => Some(read_schema(path)?),
-        None => inferred_schema(&inputs, args.format)?,
-    };
+    let mut schema = args.schema.as_deref().map(read_schema).transpose()?;
 
     let (auth, admin) = connect(&settings, Needs::DataEditor).await?;
     ensure_dataset(&admin, &settings, args.create_dataset, global.quiet).await?;
+    // Without --schema, a table to create gets the schema inferred over the whole input, and
+    // rows are reshaped the way that schema assumes.
+    let mut normalize = None;
+    if schema.is_none() && settings.config.create_disposition == bqsink::CreateDisposition::CreateIfNeeded {
+        let c = &settings.config;
+        let table = bqsink::TableRef::new(&c.project_id, &c.dataset_id, &c.table_id).map_err(|e| fail(e.into()))?;
+        if admin.rest().get_table(&table).await.map_err(|e| fail(e.into()))?.is_none() {
+            let found = crate::infer::over(&inputs, args.format, InferMode::Generic)
+                .await
+                .with_context(|| format!("table {table} does not exist"))?;
+            if !global.quiet {
+                eprintln!(
+                    "bqsink: inferred {} columns from {} rows for {table}",
+                    found.schema.fields.len(),
+                    found.rows
+                );
+            }
+            for c in found.conflicts.iter().take(MAX_PRINTED_ROW_ERRORS as usize) {
+                eprintln!("bqsink: warning: {c}");
+            }
+            schema = Some(found.schema);
+            normalize = Some(InferMode::Generic);
+        }
+    }
 
     let mut builder =
         DestinationBuilder::from_config(settings.config.clone()).endpoints(settings.endpoints.clone()).auth(auth);
@@ -218,6 +240,10 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
         match item {
             Item::Row(at, record) => {
                 counters.read.fetch_add(1, Ordering::Relaxed);
+                let record = match normalize {
+                    Some(mode) => bqsink_schema::normalize_record(&record, mode),
+                    None => record,
+                };
                 match dest.write_row(record, Some(at.index())).await {
                     Ok(None) => {}
                     Ok(Some(e)) => {
@@ -354,13 +380,6 @@ fn read_schema(path: &std::path::Path) -> anyhow::Result<Schema> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read the schema file {}", path.display()))?;
     Schema::from_json(&text).map_err(|e| anyhow!("schema file {}: {e}", path.display()))
-}
-
-/// The schema to create a missing table with when no `--schema` is given: inferred over the
-/// whole input once bqsink-schema's type inference is available; until then, none (a missing
-/// table then needs `--schema`).
-fn inferred_schema(_inputs: &[Input], _format: Format) -> anyhow::Result<Option<Schema>> {
-    Ok(None)
 }
 
 /// Makes sure the dataset exists: creates it with `--create-dataset`, else says how to.

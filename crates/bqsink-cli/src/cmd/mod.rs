@@ -32,8 +32,8 @@ pub(crate) enum Command {
     /// Load Segment payloads into one table per event
     #[command(hide = true)]
     Segment(segment::SegmentArgs),
-    /// Infer a schema from a file, or compare one with a live table
-    #[command(subcommand, hide = true)]
+    /// Infer the BigQuery JSON schema of a file
+    #[command(subcommand)]
     Schema(schema::SchemaCommand),
     /// Print (or create) SQL views over the loaded tables
     #[command(hide = true)]
