@@ -197,15 +197,19 @@ fn normalize_generic(value: &Value) -> Option<Value> {
             ArrayShape::Empty => None,
             ArrayShape::Json => Some(Value::Json(value.to_json_string())),
             ArrayShape::Scalars => Some(Value::Array(items.iter().filter(|v| !v.is_null()).cloned().collect())),
-            ArrayShape::Records => Some(Value::Array(
-                items
+            ArrayShape::Records => {
+                // Objects with no non-null value add nothing (as an empty object alone adds no column).
+                let records: Vec<Value> = items
                     .iter()
                     .filter_map(|v| match v {
-                        Value::Record(r) => Some(Value::Record(normalize_record(r, InferMode::Generic))),
+                        Value::Record(r) => Some(normalize_record(r, InferMode::Generic)),
                         _ => None,
                     })
-                    .collect(),
-            )),
+                    .filter(|r| !r.is_empty())
+                    .map(Value::Record)
+                    .collect();
+                (!records.is_empty()).then_some(Value::Array(records))
+            }
         },
         other => Some(other.clone()),
     }

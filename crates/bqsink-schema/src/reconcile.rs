@@ -113,6 +113,21 @@ pub fn scalar_fits(ty: FieldType, value: &Value) -> bool {
         (T::Json, _) => true,
         (T::Record, _) => false,
         (T::Bool, Value::Int64(_)) => false,
+        // The string conversions below check without allocating; `coerce` agrees with them.
+        (T::Bool, Value::String(s)) => {
+            ["true", "false", "t", "f", "1", "0"].iter().any(|w| s.trim().eq_ignore_ascii_case(w))
+        }
+        (T::Int64, Value::String(s)) => s.trim().parse::<i64>().is_ok(),
+        (T::Int64, Value::Float64(f)) => {
+            f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(f)
+        }
+        (T::Float64, Value::String(s)) => {
+            let t = s.trim();
+            t.parse::<f64>().is_ok_and(f64::is_finite)
+                || ["nan", "infinity", "-infinity", "inf", "-inf", "+inf", "+infinity"]
+                    .iter()
+                    .any(|w| t.eq_ignore_ascii_case(w))
+        }
         _ => value.coerce(ty).is_ok(),
     }
 }
@@ -246,7 +261,7 @@ impl Planner<'_> {
             }
         }
         for f in current.iter().filter(|f| f.mode == Mode::Required) {
-            if !record.get(&f.name).is_some_and(|v| !v.is_null()) {
+            if matches!(record.get(&f.name), None | Some(Value::Null)) {
                 self.conflict(
                     path(prefix, &f.name),
                     describe(f.field_type, f.mode),
@@ -591,6 +606,22 @@ mod tests {
         let fresh = reconcile_schema("new", &Schema::default(), &desired);
         assert_eq!(fresh.schema.fields.len(), desired.fields.len());
         assert!(fresh.conflicts.is_empty());
+    }
+
+    #[test]
+    fn fast_string_checks_agree_with_coerce() {
+        let texts =
+            ["true", " F ", "1", "0", "yes", "42", "-7", "4.0", "1e3", "NaN", "-Infinity", "inf", "x", "", "9e999"];
+        for t in texts {
+            let v = Value::String(t.into());
+            for ty in [FieldType::Bool, FieldType::Int64, FieldType::Float64] {
+                assert_eq!(scalar_fits(ty, &v), v.coerce(ty).is_ok(), "{t:?} into {ty}");
+            }
+        }
+        for f in [0.0, -3.0, 2.5, 9.3e18, -9.223_372_036_854_776e18, f64::NAN, f64::INFINITY] {
+            let v = Value::Float64(f);
+            assert_eq!(scalar_fits(FieldType::Int64, &v), v.coerce(FieldType::Int64).is_ok(), "{f}");
+        }
     }
 
     #[test]

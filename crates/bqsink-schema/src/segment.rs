@@ -205,7 +205,7 @@ impl Call {
 
 /// The table a track event lands in: [`table_slug`] of its name, with
 /// [`EVENT_TABLE_CLASH_SUFFIX`] when that is a base table's name or the name of one of the
-/// default analysis views (`sessions`, `users_current`, `*_deduped`; see [`crate::views`]).
+/// default analysis views (`sessions`, `users_current`, `*_deduped`; see [`crate::views`](mod@crate::views)).
 pub fn event_table_name(event: &str) -> String {
     use crate::views::{DEFAULT_DEDUP_SUFFIX, DEFAULT_SESSIONS_VIEW, DEFAULT_USERS_VIEW};
     let slug = table_slug(event);

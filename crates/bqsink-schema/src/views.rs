@@ -281,8 +281,7 @@ mod tests {
         assert!(err("my-project", "d", &["t`x"]).starts_with("table `t`x` is not valid"));
         assert!(err("my-project", "d", &[""]).starts_with("table `` is not valid"));
         assert_eq!(err("my-project", "d", &["sessions_x", "sessions"]), "");
-        let mut bad = ViewOptions::default();
-        bad.sessions_view = "s`".into();
+        let bad = ViewOptions { sessions_view: "s`".into(), ..ViewOptions::default() };
         assert!(views("my-project", "d", &["tracks"], &bad).is_err());
         assert_eq!(
             views("my-project", "d", &["tracks"], &ViewOptions::default().with_session_gap(Duration::ZERO)).err(),
@@ -292,8 +291,7 @@ mod tests {
 
     #[test]
     fn a_view_never_replaces_a_table() {
-        let mut opts = ViewOptions::default();
-        opts.sessions_view = "pages".into();
+        let opts = ViewOptions { sessions_view: "pages".into(), ..ViewOptions::default() };
         let e = views("my-project", "d", &["pages"], &opts).err();
         assert_eq!(e, Some(ViewError::NameTaken("pages".into())));
     }
