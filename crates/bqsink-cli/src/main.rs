@@ -124,12 +124,17 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(verbose: u8) {
+    // gcp_auth warns on every retry of credential discovery; the one-line error says it all.
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,gcp_auth=error",
         1 => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -45,13 +45,28 @@ async fn query(emu: &Emulator, sql: &str) -> bqsink::QueryResult {
 async fn loads_every_flat_type_from_a_file() {
     let emu = Emulator::start().expect("bqemulator starts");
     let out = bqsink(&emu)
-        .args(["load", "--project", "cli-project", "--dataset", "cli", "--table", "flat", "--schema"])
+        .args([
+            "load",
+            "--project",
+            "cli-project",
+            "--dataset",
+            "cli",
+            "--create-dataset",
+            "--table",
+            "flat",
+            "--schema",
+        ])
         .arg(fixtures().join("flat/schema.json"))
         .arg(fixtures().join("flat/rows.ndjson"))
         .output()
         .expect("bqsink runs");
     assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     assert!(last_line(&out).starts_with("read 15, written 15, dead-lettered 0"), "{}", last_line(&out));
+    // Not a terminal: stdout is the summary alone, stderr has no bar (no carriage returns or
+    // escape sequences) and, for a load this short, no progress line.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains('\r') && !stderr.contains('\u{1b}') && !stderr.contains("progress"), "{stderr:?}");
     let schema = Schema::from_json(&std::fs::read_to_string(fixtures().join("flat/schema.json")).expect("schema"))
         .expect("valid");
     let expected: Vec<serde_json::Value> =
@@ -71,9 +86,19 @@ async fn stdin_with_bad_rows_exits_2_naming_line_and_column() {
         .expect("write");
     let input = "{\"id\":1,\"at\":\"2024-01-01T00:00:00Z\"}\n{\"id\":2,\"at\":\"soon\"}\n\n{not json}\n{\"id\":4}\n";
     let mut cmd = bqsink(&emu);
-    cmd.args(["load", "--project", "cli-project", "--dataset", "cli", "--table", "stdin", "--schema"])
-        .arg(&schema)
-        .arg("-");
+    cmd.args([
+        "load",
+        "--project",
+        "cli-project",
+        "--dataset",
+        "cli",
+        "--create-dataset",
+        "--table",
+        "stdin",
+        "--schema",
+    ])
+    .arg(&schema)
+    .arg("-");
     let out = run_with_stdin(cmd, input);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
@@ -103,7 +128,7 @@ fn an_unreachable_emulator_is_one_line_naming_the_address() {
 async fn a_missing_table_without_schema_says_to_pass_one() {
     let emu = Emulator::start().expect("bqemulator starts");
     let out = bqsink(&emu)
-        .args(["load", "--project", "cli-project", "--dataset", "cli", "--table", "nothing", "-"])
+        .args(["load", "--project", "cli-project", "--dataset", "cli", "--create-dataset", "--table", "nothing", "-"])
         .stdin(Stdio::null())
         .output()
         .expect("bqsink runs");
