@@ -475,3 +475,38 @@ async fn ctrl_c_flushes_what_was_read_and_exits_130() {
     assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
     assert_eq!(out.lines().count(), 1, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn views_prints_sql_and_apply_creates_them() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let dir = tmp_dir("views");
+    let tracks = write(
+        &dir.join("tracks.ndjson"),
+        concat!(
+            r#"{"id":"a1","loaded_at":"2024-01-01T00:00:05Z","timestamp":"2024-01-01T00:00:00Z","user_id":"u1","anonymous_id":"x1","event":"click"}"#,
+            "\n",
+            r#"{"id":"a1","loaded_at":"2024-01-01T00:00:09Z","timestamp":"2024-01-01T00:00:00Z","user_id":"u1","anonymous_id":"x1","event":"click"}"#,
+            "\n",
+            r#"{"id":"a2","loaded_at":"2024-01-01T00:10:00Z","timestamp":"2024-01-01T00:10:00Z","user_id":"u1","anonymous_id":"x1","event":"view"}"#,
+            "\n"
+        ),
+    );
+    let out = bqsink(&emu)
+        .args(["load", "--project", PROJECT, "--dataset", "seg", "--create-dataset", "--table", "tracks"])
+        .arg(&tracks)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = bqsink(&emu).args(["views", "--project", PROJECT, "--dataset", "seg"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sql = stdout(&out);
+    assert!(sql.contains("CREATE OR REPLACE VIEW `cli-project`.`seg`.`tracks_deduped` AS"), "{sql}");
+    assert!(sql.contains("CREATE OR REPLACE VIEW `cli-project`.`seg`.`sessions` AS"), "{sql}");
+
+    let out = bqsink(&emu).args(["views", "--apply", "--project", PROJECT, "--dataset", "seg"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("created view cli-project.seg.tracks_deduped"), "{}", stdout(&out));
+    assert_eq!(count(&emu, "seg.tracks_deduped").await, 2);
+    assert_eq!(count(&emu, "seg.sessions").await, 1);
+}

@@ -65,7 +65,7 @@ impl From<ModeArg> for WriteMode {
 /// Whether a missing table is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum CreateArg {
-    /// Create it from --schema (the default)
+    /// Create it from --schema, or from a schema inferred over the input (the default)
     #[value(name = "CREATE_IF_NEEDED")]
     CreateIfNeeded,
     /// Fail when it does not exist
@@ -98,7 +98,8 @@ pub(crate) struct LoadArgs {
     /// Input format
     #[arg(long, value_enum, default_value_t = Format::Auto)]
     pub(crate) format: Format,
-    /// BigQuery JSON schema (as `bq show --schema` prints it) to create the table with
+    /// BigQuery JSON schema (as `bq show --schema` prints it) to create the table with; without
+    /// it, a missing table is created from a schema inferred over the whole input
     #[arg(long, value_name = "FILE")]
     pub(crate) schema: Option<PathBuf>,
     /// Write mode [default: streaming]

@@ -35,8 +35,8 @@ pub(crate) enum Command {
     /// Infer the BigQuery JSON schema of a file
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
-    /// Print (or create) SQL views over the loaded tables
-    #[command(hide = true)]
+    /// Print (or create, with --apply) SQL views over Segment tables: de-duplicated, sessions, users
+    #[command(after_help = views::AFTER_HELP)]
     Views(views::ViewsArgs),
 }
 
