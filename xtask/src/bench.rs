@@ -52,7 +52,7 @@ const QUICK: Plan = Plan {
     quick: true,
     rows: 100_000,
     rows_large: 1_000_000,
-    python_rows: 20_000,
+    python_rows: 50_000,
     emulator_rows: 20_000,
     batch_sizes: &[100, 1_000, 10_000],
     workers: &[1, 4],
@@ -88,7 +88,8 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
         match *a {
             "--quick" => plan = QUICK,
             "--no-emulator" => with_emulator = false,
-            other => bail!("unknown bench flag {other} (flags: --quick, --no-emulator)"),
+            "--chart-only" => return chart_only(root),
+            other => bail!("unknown bench flag {other} (flags: --quick, --no-emulator, --chart-only)"),
         }
     }
     let started = Instant::now();
@@ -174,6 +175,18 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     }
     eprintln!("\n{}", report(&summary));
     eprintln!("wrote {} and {}", summary_path.display(), chart.display());
+    Ok(())
+}
+
+/// Draws the chart again from the last summary.
+fn chart_only(root: &Path) -> anyhow::Result<()> {
+    let path = root.join("target/bench/summary.json");
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path)
+            .with_context(|| format!("no {}: run `cargo xtask bench` first", path.display()))?,
+    )?;
+    std::fs::write(root.join("target/bench/throughput.svg"), bench_chart::render(&summary))?;
+    eprintln!("{}", report(&summary));
     Ok(())
 }
 
@@ -471,8 +484,8 @@ fn report(s: &Value) -> String {
     format!(
         "encode typed {:.0} rows/s, NDJSON {:.0} rows/s\n\
          end to end: {:.0} rows/s, {:.3} CPU s per 1M rows, {:.1} MB/s\n\
-         python: {:.0} rows/s, {:.3} CPU s per 1M rows → bqsink uses {:.1}× less CPU per row\n\
-         rust peer: {:.0} rows/s, {:.3} CPU s per 1M rows → bqsink uses {:.1}× less CPU per row\n\
+         python: {:.0} rows/s, {:.3} CPU s per 1M rows → ratio_vs_python {:.2} (peer CPU per row / bqsink's)\n\
+         rust peer: {:.0} rows/s, {:.3} CPU s per 1M rows → ratio_vs_rust_peer {:.2}\n\
          peak RSS: {}",
         f("encode_typed_rows_per_s"),
         f("encode_ndjson_rows_per_s"),

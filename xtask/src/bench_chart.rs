@@ -5,15 +5,52 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-const WIDTH: f64 = 960.0;
-const LABEL_W: f64 = 300.0;
-const BAR_W: f64 = 500.0;
+const WIDTH: f64 = 1100.0;
+const LABEL_W: f64 = 330.0;
+const BAR_W: f64 = 480.0;
 const BAR_H: f64 = 22.0;
 const GAP: f64 = 8.0;
 
 struct Panel {
     title: String,
+    /// (label, value, note after the value).
     bars: Vec<(String, f64, String)>,
+    unit: Unit,
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    RowsPerSecond,
+    CpuMicrosPerRow,
+}
+
+impl Unit {
+    fn value(self, v: f64) -> String {
+        match self {
+            Unit::RowsPerSecond => rate(v),
+            Unit::CpuMicrosPerRow => format!("{v:.2} µs CPU per row"),
+        }
+    }
+    fn tick(self, t: f64) -> String {
+        match self {
+            Unit::RowsPerSecond if t == 0.0 => "0".into(),
+            Unit::RowsPerSecond if t >= 1e6 => format!("{}M", trim(t / 1e6)),
+            Unit::RowsPerSecond => format!("{}k", trim(t / 1e3)),
+            Unit::CpuMicrosPerRow => trim(t),
+        }
+    }
+    fn axis(self) -> &'static str {
+        match self {
+            Unit::RowsPerSecond => "rows per second (higher is better)",
+            Unit::CpuMicrosPerRow => "client CPU microseconds per row, user + system (lower is better)",
+        }
+    }
+}
+
+/// A tick value without trailing zeros.
+fn trim(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 fn num(v: &Value) -> f64 {
@@ -23,9 +60,24 @@ fn num(v: &Value) -> f64 {
 fn rate(v: f64) -> String {
     if v >= 1e6 {
         format!("{:.2}M rows/s", v / 1e6)
-    } else {
+    } else if v >= 1e5 {
         format!("{:.0}k rows/s", v / 1e3)
+    } else {
+        format!("{:.1}k rows/s", v / 1e3)
     }
+}
+
+/// 1000000 → "1,000,000".
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn escape(s: &str) -> String {
@@ -42,21 +94,27 @@ fn tick_step(max: f64) -> f64 {
 fn panels(s: &Value) -> Vec<Panel> {
     let e2e = &s["e2e"][0];
     let cpu_note = |r: &Value| format!("{:.2} CPU s / 1M rows", num(&r["cpu_s_per_million_rows"]));
+    let clients = [
+        ("bqsink (Destination)", e2e),
+        ("Rust peer: google-cloud-bigquery 0.15", &s["rust_peer"]),
+        ("Python: google-cloud-bigquery-storage", &s["python"]),
+    ];
+    let named = |name: &str, r: &Value| format!("{name}, {} rows", thousands(num(&r["rows"])));
     let peers = Panel {
         title: format!(
-            "Rows/s per client to the same local sink ({} rows, {} rows per request, client on one core)",
-            num(&e2e["rows"]),
+            "Rows/s per client to the same local sink ({} rows per request, client pinned to one core)",
             num(&s["python"]["batch_size"])
         ),
-        bars: vec![
-            ("bqsink (Destination)".into(), num(&e2e["rows_per_s"]), cpu_note(e2e)),
-            (
-                "Rust peer: google-cloud-bigquery 0.15".into(),
-                num(&s["rust_peer"]["rows_per_s"]),
-                cpu_note(&s["rust_peer"]),
-            ),
-            ("Python: google-cloud-bigquery-storage".into(), num(&s["python"]["rows_per_s"]), cpu_note(&s["python"])),
-        ],
+        bars: clients.iter().map(|(n, r)| (named(n, r), num(&r["rows_per_s"]), cpu_note(r))).collect(),
+        unit: Unit::RowsPerSecond,
+    };
+    let cpu = Panel {
+        title: "Client CPU per row, same runs (the headline: it does not depend on the sink)".into(),
+        bars: clients
+            .iter()
+            .map(|(n, r)| (named(n, r), num(&r["cpu_us_per_row"]), format!("{:.0} rows/s", num(&r["rows_per_s"]))))
+            .collect(),
+        unit: Unit::CpuMicrosPerRow,
     };
     let by = |key: &str, label: &dyn Fn(&Value) -> String| -> Vec<(String, f64, String)> {
         s[key]
@@ -67,12 +125,14 @@ fn panels(s: &Value) -> Vec<Panel> {
     let batches = Panel {
         title: "bqsink rows/s by batch size (rows per AppendRows request)".into(),
         bars: by("by_batch_size", &|r| format!("batch {}", num(&r["batch_size"]))),
+        unit: Unit::RowsPerSecond,
     };
     let workers = Panel {
         title: "bqsink rows/s by workers (destinations, one connection each, on one core)".into(),
         bars: by("by_workers", &|r| format!("{} worker(s)", num(&r["workers"]))),
+        unit: Unit::RowsPerSecond,
     };
-    let mut out = vec![peers, batches, workers];
+    let mut out = vec![peers, cpu, batches, workers];
     if s["emulator"].is_object() {
         let em = &s["emulator"];
         out.push(Panel {
@@ -93,6 +153,7 @@ fn panels(s: &Value) -> Vec<Panel> {
                     format!("client CPU {:.2} s", num(&em["python"]["cpu_s"])),
                 ),
             ],
+            unit: Unit::RowsPerSecond,
         });
     }
     out
@@ -104,49 +165,51 @@ pub(crate) fn render(s: &Value) -> String {
     let mut body = String::new();
     let mut y = 50.0;
     for p in &panels {
-        let max = p.bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1.0);
+        let max = p.bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-9);
         let step = tick_step(max);
         let top = (max / step).ceil() * step;
         let x0 = LABEL_W;
         let _ = writeln!(body, r#"<text x="20" y="{}" class="title">{}</text>"#, y, escape(&p.title));
         y += 14.0;
         let plot_top = y;
-        for (label, value, note) in &p.bars {
-            let w = (value / top * BAR_W).max(1.0);
-            let _ = writeln!(
-                body,
-                r#"<text x="{}" y="{}" class="label" text-anchor="end">{}</text><rect x="{x0}" y="{y}" width="{w:.1}" height="{BAR_H}" class="bar"/><text x="{}" y="{}" class="value">{} · {}</text>"#,
-                x0 - 8.0,
-                y + BAR_H * 0.7,
-                escape(label),
-                x0 + w + 6.0,
-                y + BAR_H * 0.7,
-                rate(*value),
-                escape(note)
-            );
-            y += BAR_H + GAP;
-        }
-        // x axis with ticks.
-        let _ = writeln!(body, r#"<line x1="{x0}" y1="{y}" x2="{}" y2="{y}" class="axis"/>"#, x0 + BAR_W);
+        let axis_y = plot_top + p.bars.len() as f64 * (BAR_H + GAP);
+        // Grid and ticks first, so the bars are drawn over them.
         let mut t = 0.0;
         while t <= top + step * 0.01 {
             let x = x0 + t / top * BAR_W;
             let _ = writeln!(
                 body,
                 r#"<line x1="{x:.1}" y1="{plot_top}" x2="{x:.1}" y2="{}" class="grid"/><text x="{x:.1}" y="{}" class="tick" text-anchor="middle">{}</text>"#,
-                y + 4.0,
-                y + 16.0,
-                if t >= 1e6 { format!("{:.1}M", t / 1e6) } else { format!("{:.0}k", t / 1e3) }
+                axis_y + 4.0,
+                axis_y + 16.0,
+                p.unit.tick(t)
             );
             t += step;
         }
+        let _ = writeln!(body, r#"<line x1="{x0}" y1="{axis_y}" x2="{}" y2="{axis_y}" class="axis"/>"#, x0 + BAR_W);
+        for (label, value, note) in &p.bars {
+            let w = (value / top * BAR_W).max(1.0);
+            let _ = writeln!(
+                body,
+                r#"<text x="{}" y="{:.1}" class="label" text-anchor="end">{}</text><rect x="{x0}" y="{y}" width="{w:.1}" height="{BAR_H}" class="bar"/><text x="{:.1}" y="{:.1}" class="value">{} · {}</text>"#,
+                x0 - 8.0,
+                y + BAR_H * 0.7,
+                escape(label),
+                x0 + w + 6.0,
+                y + BAR_H * 0.7,
+                escape(&p.unit.value(*value)),
+                escape(note)
+            );
+            y += BAR_H + GAP;
+        }
         let _ = writeln!(
             body,
-            r#"<text x="{}" y="{}" class="axislabel" text-anchor="middle">rows per second (higher is better)</text>"#,
+            r#"<text x="{}" y="{}" class="axislabel" text-anchor="middle">{}</text>"#,
             x0 + BAR_W / 2.0,
-            y + 32.0
+            axis_y + 32.0,
+            p.unit.axis()
         );
-        y += 62.0;
+        y = axis_y + 62.0;
     }
     let height = y;
     format!(
