@@ -115,6 +115,18 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     let large = client(&paths, &mut sink, Client::Bqsink { batch: None, workers: 1 }, plan.rows_large)?;
     let python = client(&paths, &mut sink, Client::Python { batch: peer_batch() }, plan.python_rows)?;
     let rust_peer = client(&paths, &mut sink, Client::RustPeer { batch: peer_batch() }, plan.rows)?;
+    // The caller's share of the client's CPU: making and dropping the same rows, no writing.
+    let mut build = Command::new(&paths.python);
+    build.arg(&paths.measure).args(["--", "taskset", "-c", "0"]).arg(&paths.e2e).args([
+        "--build-only",
+        "--rows",
+        &plan.rows.to_string(),
+    ]);
+    let row_build = measured(build, "row_build")?;
+    eprintln!(
+        "row build only: {:.3} CPU s per 1M rows",
+        row_build["cpu_s_per_million_rows"].as_f64().unwrap_or(f64::NAN)
+    );
     let mut by_batch = Vec::new();
     for &b in plan.batch_sizes {
         by_batch.push(client(&paths, &mut sink, Client::Bqsink { batch: Some(b), workers: 1 }, plan.rows)?);
@@ -141,6 +153,8 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
         "e2e_rows_per_s": headline["rows_per_s"],
         "e2e_cpu_s_per_million_rows": headline["cpu_s_per_million_rows"],
         "e2e_mb_per_s": headline["mb_per_s"],
+        "e2e_row_build_cpu_s_per_million_rows": row_build["cpu_s_per_million_rows"],
+        "e2e_cpu_s_per_million_rows_without_row_build": num(&headline["cpu_s_per_million_rows"]) - num(&row_build["cpu_s_per_million_rows"]),
         "python_rows_per_s": python["rows_per_s"],
         "python_cpu_s_per_million_rows": python["cpu_s_per_million_rows"],
         "rust_peer_rows_per_s": rust_peer["rows_per_s"],
@@ -150,6 +164,7 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
         "peak_rss_mib_by_rows": { headline["rows"].to_string(): rss(&headline), large["rows"].to_string(): rss(&large) },
         "encode": encode,
         "e2e": e2e,
+        "row_build": row_build,
         "python": python,
         "rust_peer": rust_peer,
         "by_batch_size": by_batch,
@@ -465,6 +480,10 @@ fn emulator_runs(p: &Paths, plan: &Plan) -> anyhow::Result<Value> {
     }
     result["rows_in_table"] = json!(count);
     Ok(result)
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
 }
 
 fn machine() -> Value {

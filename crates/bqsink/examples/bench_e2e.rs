@@ -4,12 +4,14 @@
 //!
 //! ```text
 //! bench_e2e [--rows N] [--batch-size B] [--workers W] [--project P] [--dataset D] [--table T]
+//! bench_e2e --build-only [--rows N]
 //! ```
 //!
 //! `--workers W` runs W destinations (one AppendRows connection each) side by side, each writing
 //! its share of the rows. Without `--batch-size` the destination keeps its default. Rows are made
 //! as they are written, so memory shows the client's own footprint. `cargo xtask bench` runs this
-//! under a CPU and memory meter; see the README's "Benchmarks".
+//! under a CPU and memory meter; see the README's "Benchmarks". `--build-only` makes and drops
+//! the rows without writing them: the part of the client's CPU that is the caller's own.
 
 #![allow(clippy::print_stdout)]
 
@@ -25,6 +27,7 @@ struct Args {
     project: String,
     dataset: String,
     table: String,
+    build_only: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -35,6 +38,7 @@ fn args() -> anyhow::Result<Args> {
         project: "bench".into(),
         dataset: "bench".into(),
         table: "rows".into(),
+        build_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,6 +50,7 @@ fn args() -> anyhow::Result<Args> {
             "--project" => a.project = value()?,
             "--dataset" => a.dataset = value()?,
             "--table" => a.table = value()?,
+            "--build-only" => a.build_only = true,
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
@@ -67,6 +72,18 @@ fn peak_rss_kib() -> u64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
+    if a.build_only {
+        let started = Instant::now();
+        for i in 0..a.rows {
+            drop(std::hint::black_box(typed_row(i as i64)));
+        }
+        let wall_s = started.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({"rows": a.rows, "build_only": true, "wall_s": wall_s, "vm_hwm_kib": peak_rss_kib()})
+        );
+        return Ok(());
+    }
     let started = Instant::now();
     let mut destinations = Vec::new();
     for _ in 0..a.workers {
