@@ -150,6 +150,8 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
         "encode_ndjson_rows_per_s": encode["ndjson_parse_and_encode"]["rows_per_s"],
         "encode_serialize_rows_per_s": encode["serialize_struct_and_encode"]["rows_per_s"],
         "descriptor_build_us": encode["descriptor_build_12_columns"]["us_per_iter"],
+        "encode_segment_track_events_per_s": encode["segment_track_events"]["rows_per_s"],
+        "infer_schema_rows_per_s": encode["infer_schema_batch"]["rows_per_s"],
         "e2e_rows_per_s": headline["rows_per_s"],
         "e2e_cpu_s_per_million_rows": headline["cpu_s_per_million_rows"],
         "e2e_mb_per_s": headline["mb_per_s"],
