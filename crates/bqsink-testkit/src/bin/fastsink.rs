@@ -55,21 +55,24 @@ struct Scanned {
     row_bytes: u64,
 }
 
-fn varint(b: &[u8], pos: &mut usize) -> Result<u64, Status> {
+/// Why a request could not be scanned.
+type ScanError = &'static str;
+
+fn varint(b: &[u8], pos: &mut usize) -> Result<u64, ScanError> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
-        let byte = *b.get(*pos).ok_or_else(|| Status::invalid_argument("truncated varint"))?;
+        let byte = *b.get(*pos).ok_or("truncated varint")?;
         *pos += 1;
         v |= u64::from(byte & 0x7f) << shift;
         if byte < 0x80 {
             return Ok(v);
         }
     }
-    Err(Status::invalid_argument("varint too long"))
+    Err("varint too long")
 }
 
 /// Walks one message's fields, calling `on_len` for length-delimited ones and skipping others.
-fn fields(b: &[u8], mut on_len: impl FnMut(u64, &[u8]) -> Result<(), Status>) -> Result<(), Status> {
+fn fields(b: &[u8], mut on_len: impl FnMut(u64, &[u8]) -> Result<(), ScanError>) -> Result<(), ScanError> {
     let mut pos = 0;
     while pos < b.len() {
         let key = varint(b, &mut pos)?;
@@ -82,27 +85,27 @@ fn fields(b: &[u8], mut on_len: impl FnMut(u64, &[u8]) -> Result<(), Status>) ->
             2 => {
                 let len = varint(b, &mut pos)? as usize;
                 let end = pos.checked_add(len).filter(|e| *e <= b.len());
-                let end = end.ok_or_else(|| Status::invalid_argument("field runs past the message"))?;
+                let end = end.ok_or("field runs past the message")?;
                 on_len(key >> 3, &b[pos..end])?;
                 pos = end;
             }
-            w => return Err(Status::invalid_argument(format!("unsupported wire type {w}"))),
+            _ => return Err("unsupported wire type"),
         }
     }
     if pos != b.len() {
-        return Err(Status::invalid_argument("fixed-width field runs past the message"));
+        return Err("fixed-width field runs past the message");
     }
     Ok(())
 }
 
 /// `AppendRowsRequest`: 1 write_stream, 4 proto_rows → `ProtoData`: 2 rows → `ProtoRows`:
 /// 1 serialized_rows (repeated bytes).
-fn scan(b: &[u8]) -> Result<Scanned, Status> {
+fn scan(b: &[u8]) -> Result<Scanned, ScanError> {
     let mut s = Scanned::default();
     fields(b, |n, v| {
         match n {
             1 => {
-                let name = std::str::from_utf8(v).map_err(|_| Status::invalid_argument("write_stream is not UTF-8"))?;
+                let name = std::str::from_utf8(v).map_err(|_| "write_stream is not UTF-8")?;
                 s.write_stream = Some(name.to_owned());
             }
             4 => fields(v, |n, v| {
@@ -161,7 +164,8 @@ impl Decoder for ScanDecoder {
         // The message is contiguous in tonic's buffer: scan it in place.
         let len = src.remaining();
         let chunk = src.chunk();
-        let scanned = if chunk.len() == len { scan(chunk)? } else { scan(&src.copy_to_bytes(len))? };
+        let scanned = if chunk.len() == len { scan(chunk) } else { scan(&src.copy_to_bytes(len)) };
+        let scanned = scanned.map_err(|e| Status::invalid_argument(format!("malformed AppendRowsRequest: {e}")))?;
         if src.remaining() > 0 {
             src.advance(len);
         }
@@ -215,6 +219,8 @@ impl tonic::server::StreamingService<Scanned> for AppendRowsSvc {
     type Response = pb::AppendRowsResponse;
     type ResponseStream = ResponseStream;
     type Future = BoxFuture<Response<ResponseStream>, Status>;
+    // The stream's items are tonic's own `Result<_, Status>`.
+    #[allow(clippy::result_large_err)]
     fn call(&mut self, request: Request<Streaming<Scanned>>) -> Self::Future {
         let counters = self.0.clone();
         Box::pin(async move {
