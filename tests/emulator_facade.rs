@@ -84,15 +84,16 @@ async fn a_partial_batch_is_sent_after_the_batch_timeout() {
     let rest = dest.rest().clone();
     dest.write(Record::new().with("id", 1)).await.expect("row");
     // No flush: only the timeout can send this 1-row batch (the batch size is 100).
-    let mut seen = Vec::new();
+    // Wait for the acknowledgement, then query (the emulator can fail a query that runs while
+    // an append is being stored).
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        seen = ids(&rest, "timed").await;
-        if !seen.is_empty() {
+        if dest.metrics().records_written == 1 {
             break;
         }
     }
-    assert_eq!(seen, vec![json!("1")]);
+    assert_eq!(dest.metrics().records_written, 1, "the batch timeout sent the row");
+    assert_eq!(ids(&rest, "timed").await, vec![json!("1")]);
     dest.close().await.expect("close");
 }
 
@@ -146,4 +147,45 @@ async fn metrics_prometheus_and_health_describe_the_destination() {
     let table = health.checks.iter().find(|c| c.name == "table").expect("table check");
     assert!(!table.ok && table.detail.contains("does not exist"), "{table:?}");
     assert!(health.checks.iter().find(|c| c.name == "dataset").is_some_and(|c| c.ok));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_go_to_a_table_that_can_be_queried() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let dest = builder(&emu, "with_dlq_table").dead_letter_table("dead_letters").build().await.expect("destination");
+    let rest = dest.rest().clone();
+    let rows = (0..500).map(|i| {
+        let r = Record::new().with("id", i);
+        match i % 100 {
+            7 => r.with("at", "not a time"),
+            13 => Record::new().with("at", "2024-01-01T00:00:00Z"), // id is REQUIRED
+            _ => r,
+        }
+    });
+    let refused = dest.write_batch(rows).await.expect("rows");
+    assert_eq!(refused.len(), 10);
+    let summary = dest.close().await.expect("close");
+    assert_eq!((summary.rows_read, summary.rows_written, summary.rows_dead_lettered), (500, 490, 10));
+    assert_eq!(ids(&rest, "with_dlq_table").await.len(), 490);
+    let r = rest
+        .query(
+            "conformance",
+            "SELECT row_index, column_name, target_table, reason, JSON_VALUE(record, '$.at') \
+             FROM `conformance.facade.dead_letters` ORDER BY row_index",
+        )
+        .await
+        .expect("query the dead-letter table");
+    assert_eq!(r.rows.len(), 10, "{:?}", r.rows);
+    for row in &r.rows {
+        let index: u64 = row[0].as_str().and_then(|s| s.parse().ok()).expect("row_index");
+        let (column, at) = match index % 100 {
+            7 => ("at", json!("not a time")),
+            13 => ("id", json!("2024-01-01T00:00:00Z")),
+            other => panic!("row {index} ({other}) was not bad"),
+        };
+        assert_eq!(row[1], json!(column), "{row:?}");
+        assert_eq!(row[2], json!("conformance.facade.with_dlq_table"));
+        assert!(row[3].as_str().is_some_and(|m| !m.is_empty()), "{row:?}");
+        assert_eq!(row[4], at, "{row:?}");
+    }
 }

@@ -94,3 +94,64 @@ async fn write_empty_in_batch_refuses_to_commit_into_a_table_that_filled_meanwhi
     assert!(err.to_string().contains("WRITE_EMPTY"), "{err}");
     assert_eq!(counts(&rest, "write_empty").await, ("1".into(), "1".into()), "nothing of the batch was committed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn write_truncate_in_batch_replaces_the_rows_in_one_step() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let old = destination(&emu, "truncate", WriteMode::Streaming).await;
+    let rest = old.rest().clone();
+    old.write_batch((0..300).map(|id| Record::new().with("id", id).with("name", "old"))).await.expect("rows");
+    old.close().await.expect("close");
+    let dest = Destination::builder()
+        .endpoints(Endpoints::emulator(&emu.rest_host(), &emu.grpc_host()))
+        .project_id("conformance")
+        .dataset_id("modes")
+        .table_id("truncate")
+        .schema(schema())
+        .write_mode(WriteMode::Batch)
+        .write_disposition(bqsink::WriteDisposition::WriteTruncate)
+        .batch_size(500)
+        .build()
+        .await
+        .expect("WRITE_TRUNCATE is accepted in batch mode");
+    let refused = dest
+        .write_batch((1_000..3_000).map(|id| Record::new().with("id", id).with("name", "new")))
+        .await
+        .expect("rows");
+    assert!(refused.is_empty(), "{refused:?}");
+    dest.flush().await.expect("flush");
+    assert_eq!(counts(&rest, "truncate").await, ("300".into(), "300".into()), "the old rows stay until the commit");
+    let summary = dest.close().await.expect("close commits and replaces");
+    assert_eq!(summary.rows_written, 2_000);
+    let r = rest
+        .query(
+            "conformance",
+            "SELECT COUNT(*), MIN(id), MAX(id), COUNT(DISTINCT name) FROM `conformance.modes.truncate`",
+        )
+        .await
+        .expect("query");
+    assert_eq!(r.rows, vec![vec![json!("2000"), json!("1000"), json!("2999"), json!("1")]]);
+    let tables = rest.list_tables("conformance", "modes").await.expect("tables.list");
+    let names: Vec<&str> = tables.iter().map(|t| t.table_id.as_str()).collect();
+    assert!(names.contains(&"truncate"), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("staging")), "the staging table is deleted: {names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn write_truncate_outside_batch_is_refused_at_build() {
+    for mode in [WriteMode::Streaming, WriteMode::ExactlyOnce] {
+        let err = Destination::builder()
+            .endpoints(Endpoints::emulator("127.0.0.1:9", "127.0.0.1:9"))
+            .project_id("conformance")
+            .dataset_id("modes")
+            .table_id("t")
+            .schema(schema())
+            .write_mode(mode)
+            .write_disposition(bqsink::WriteDisposition::WriteTruncate)
+            .build()
+            .await
+            .expect_err("refused before any connection");
+        let text = err.to_string();
+        assert!(text.contains("write_disposition") && text.contains("batch"), "{mode}: {text}");
+    }
+}

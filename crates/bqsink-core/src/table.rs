@@ -195,6 +195,16 @@ pub enum WriteMode {
     Batch,
 }
 
+impl std::fmt::Display for WriteMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Streaming => "streaming",
+            Self::ExactlyOnce => "exactly_once",
+            Self::Batch => "batch",
+        })
+    }
+}
+
 impl std::str::FromStr for WriteMode {
     type Err = ConfigError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -9,9 +9,11 @@ pub mod pool;
 pub mod retry;
 pub mod router;
 pub mod sink;
+pub mod workers;
 
 pub use dlq::{Callback, Channel, DeadLetter, DeadLetterQueue, NdjsonFile, Payload, Reason};
 pub use pool::ConnectionPool;
 pub use retry::RetryPolicy;
 pub use router::Router;
 pub use sink::{BatchLimits, EngineError, SinkStats, TableSink};
+pub use workers::{EncodedRows, EncoderPool};

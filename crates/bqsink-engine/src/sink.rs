@@ -308,15 +308,87 @@ impl TableSink {
     /// Encodes one row into the current batch, sending the batch when it is full. A row that
     /// cannot be encoded comes back with its error (`Ok(Some(..))`) and nothing else changes.
     pub async fn write(&mut self, record: Record) -> Result<Option<(RowError, Record)>, EngineError> {
-        let breaker = &self.shared.breaker;
-        if breaker.config().when_open == WhenOpen::FailFast && breaker.state() != BreakerState::Closed {
-            // Refuse before the row is accepted: once accepted, a row is never failed fast.
-            drop(breaker.acquire().await?);
-        }
+        self.admit().await?;
         let row_start = self.buf.len();
         if let Err(e) = self.encoder.encode_row_entry(&record, &mut self.buf) {
             return Ok(Some((e, record)));
         }
+        self.place_row(row_start, record).await
+    }
+
+    /// Takes rows the encoding workers encoded (see [`crate::workers`]); returns the rows
+    /// refused, each with its position in the chunk. Rows encoded for another schema than the
+    /// sink's current one (it changed meanwhile) are encoded again.
+    pub async fn write_encoded(
+        &mut self,
+        chunk: crate::workers::EncodedRows,
+    ) -> Result<Vec<(usize, RowError, Record)>, EngineError> {
+        let crate::workers::EncodedRows { descriptor, rows, ends, records, mut refused, positions } = chunk;
+        if records.is_empty() {
+            return Ok(refused);
+        }
+        if !descriptor.same_as(self.encoder.descriptor()) {
+            for (record, i) in records.into_iter().zip(positions) {
+                if let Some((e, r)) = self.write(record).await? {
+                    refused.push((i, e, r));
+                }
+            }
+            refused.sort_by_key(|r| r.0);
+            return Ok(refused);
+        }
+        if self.batch_records.is_empty() && rows.len() <= self.limits.max_bytes && records.len() <= self.limits.max_rows
+        {
+            // The common case: the chunk is the next request's body as it is, no copy.
+            self.buf = rows;
+            self.batch_records = records;
+            self.batch_started = Some(Instant::now());
+            if self.batch_records.len() >= self.limits.max_rows || self.buf.len() >= self.limits.max_bytes {
+                self.send_buffered().await?;
+            }
+            return Ok(refused);
+        }
+        let mut start = 0;
+        let mut rest = records.into_iter().zip(ends).zip(positions);
+        while let Some(((record, end), i)) = rest.next() {
+            let row_start = self.buf.len();
+            self.buf.extend_from_slice(&rows[start..end]);
+            start = end;
+            match self.place_row(row_start, record).await {
+                Ok(Some((e, r))) => refused.push((i, e, r)),
+                Ok(None) => {}
+                Err(e) => {
+                    // The rows not yet placed are refused with the reason, never dropped.
+                    let message = format!("not sent: {e}");
+                    for ((record, _), _) in rest {
+                        self.refuse(RowError::new("", message.clone()), record)?;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        refused.sort_by_key(|r| r.0);
+        Ok(refused)
+    }
+
+    /// Refuses new rows while the breaker is open, when configured to fail fast (call it before
+    /// [`TableSink::write_encoded`]; `write` checks by itself). Once accepted, a row is never
+    /// failed fast.
+    pub async fn admit(&self) -> Result<(), EngineError> {
+        let breaker = &self.shared.breaker;
+        if breaker.config().when_open == WhenOpen::FailFast && breaker.state() != BreakerState::Closed {
+            drop(breaker.acquire().await?);
+        }
+        Ok(())
+    }
+
+    /// The schema rows are encoded with now.
+    pub fn descriptor(&self) -> &RowDescriptor {
+        self.encoder.descriptor()
+    }
+
+    /// Accepts the row just appended to the batch buffer at `row_start`: refuses it when it is
+    /// over the request limit, cuts the batch into a request when it is full.
+    async fn place_row(&mut self, row_start: usize, record: Record) -> Result<Option<(RowError, Record)>, EngineError> {
         let row_len = self.buf.len() - row_start;
         if row_len > MAX_REQUEST_BYTES - HEADER_RESERVE_BYTES {
             self.buf.truncate(row_start);
@@ -332,16 +404,24 @@ impl TableSink {
             let fresh = Vec::with_capacity(self.batch_capacity());
             let records = std::mem::replace(&mut self.batch_records, fresh);
             self.batch_started = Some(Instant::now());
-            self.send(earlier, records).await?;
+            let sent = self.send(earlier, records).await;
+            // The row is in the batch whatever became of the rows before it.
+            self.batch_records.push(record);
+            sent?;
+            return self.send_if_full().await.map(|()| None);
         }
         self.batch_records.push(record);
         if self.batch_started.is_none() {
             self.batch_started = Some(Instant::now());
         }
+        self.send_if_full().await.map(|()| None)
+    }
+
+    async fn send_if_full(&mut self) -> Result<(), EngineError> {
         if self.batch_records.len() >= self.limits.max_rows || self.buf.len() >= self.limits.max_bytes {
             self.send_buffered().await?;
         }
-        Ok(None)
+        Ok(())
     }
 
     fn batch_capacity(&self) -> usize {
@@ -413,9 +493,22 @@ impl TableSink {
     /// timeout), without waiting for acknowledgements beyond the in-flight bound.
     pub async fn send_if_older_than(&mut self, age: Duration) -> Result<(), EngineError> {
         match self.batch_started {
-            Some(t) if t.elapsed() >= age => self.send_buffered().await,
-            _ => Ok(()),
+            Some(t) if t.elapsed() >= age => self.send_buffered().await?,
+            _ => {}
         }
+        self.settle_answered().await
+    }
+
+    /// Settles the requests at the front of the queue whose answer has already arrived, so
+    /// counters and metrics stay current while the writer is idle. Never waits for an answer.
+    pub async fn settle_answered(&mut self) -> Result<(), EngineError> {
+        while self.inflight.front_mut().is_some_and(|f| f.ack.as_mut().is_some_and(AckFuture::is_ready)) {
+            match self.inflight.pop_front() {
+                Some(f) => self.settle(f).await?,
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     /// Replaces the schema rows are encoded with (after a schema change). Rows already
@@ -457,6 +550,22 @@ impl TableSink {
 
     #[tracing::instrument(level = "debug", name = "batch", skip_all, fields(table = %self.table, rows = records.len(), bytes = rows.len()))]
     async fn send(&mut self, rows: BytesMut, records: Vec<Record>) -> Result<(), EngineError> {
+        let mut records = Some(records);
+        let result = self.send_inner(rows, &mut records).await;
+        if let (Err(e), Some(records)) = (&result, records.take()) {
+            // Failed before the request was queued: the rows are refused with the reason,
+            // never dropped.
+            let message = format!("not sent: {e}");
+            for record in records {
+                self.refuse(RowError::new("", message.clone()), record)?;
+            }
+        }
+        result
+    }
+
+    /// Sends one request; `records` is taken once the request is queued in flight.
+    async fn send_inner(&mut self, rows: BytesMut, records: &mut Option<Vec<Record>>) -> Result<(), EngineError> {
+        let n = records.as_ref().map_or(0, Vec::len);
         // After a connection died, or offsets went stale, the requests in flight are settled
         // first and in order: a newer request must never reach the stream before them.
         let stale = self.inflight.front().is_some_and(|f| f.generation < self.generation);
@@ -469,7 +578,7 @@ impl TableSink {
         }
         // Resilience layers, outermost first: rate limiter, circuit breaker, flow control
         // (the in-flight bounds below), retry and deadline (in `settle`), connection.
-        let waited = self.shared.limiters.acquire(&self.table.table, records.len() as u32, rows.len() as u32).await;
+        let waited = self.shared.limiters.acquire(&self.table.table, n as u32, rows.len() as u32).await;
         self.shared.metrics.record_rate_limit_wait(waited);
         if self.shared.breaker.state() != BreakerState::Closed {
             // A probe may be among the requests in flight: settle them so the breaker learns
@@ -482,11 +591,11 @@ impl TableSink {
         let probe = permit.is_probe();
         let name = self.stream_name().await?;
         let offset = self.uses_offsets().then_some(self.next_offset);
-        let request = AppendRequest::new(&name, self.encoder.descriptor(), rows.freeze(), records.len(), offset)?;
+        let request = AppendRequest::new(&name, self.encoder.descriptor(), rows.freeze(), n, offset)?;
         if offset.is_some() {
-            self.next_offset += records.len() as i64;
+            self.next_offset += n as i64;
         }
-        self.shared.metrics.add_in_flight(records.len() as u64, request.encoded_len() as u64);
+        self.shared.metrics.add_in_flight(n as u64, request.encoded_len() as u64);
         // A request that cannot be handed to a connection now (it closed under us) is queued
         // unsent and marked stale, so it is settled — sent, in order — before anything newer.
         let (ack, generation) = match self.dispatch(request.clone()).await {
@@ -498,7 +607,7 @@ impl TableSink {
         };
         self.inflight.push_back(InFlight {
             request,
-            records,
+            records: records.take().unwrap_or_default(),
             ack,
             permit: Some(permit),
             generation,
@@ -513,7 +622,7 @@ impl TableSink {
                 None => break,
             }
         }
-        Ok(())
+        self.settle_answered().await
     }
 
     async fn dispatch(&mut self, request: AppendRequest) -> Result<AckFuture, TransportError> {

@@ -218,14 +218,38 @@ pub struct AppendStream {
 
 /// Resolves when BigQuery acknowledges (or refuses) one request.
 #[derive(Debug)]
-pub struct AckFuture(oneshot::Receiver<Result<AppendAck, TransportError>>);
+pub struct AckFuture {
+    rx: oneshot::Receiver<Result<AppendAck, TransportError>>,
+    /// The answer, once [`AckFuture::is_ready`] saw it.
+    done: Option<Result<AppendAck, TransportError>>,
+}
+
+fn task_ended() -> TransportError {
+    TransportError::StreamClosed("the stream task ended".into())
+}
+
+impl AckFuture {
+    /// Whether the answer has arrived, without waiting.
+    pub fn is_ready(&mut self) -> bool {
+        if self.done.is_some() {
+            return true;
+        }
+        match self.rx.try_recv() {
+            Ok(answer) => self.done = Some(answer),
+            Err(oneshot::error::TryRecvError::Empty) => return false,
+            Err(oneshot::error::TryRecvError::Closed) => self.done = Some(Err(task_ended())),
+        }
+        true
+    }
+}
 
 impl Future for AckFuture {
     type Output = Result<AppendAck, TransportError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or_else(|_| Err(TransportError::StreamClosed("the stream task ended".into()))))
+        if let Some(answer) = self.done.take() {
+            return Poll::Ready(answer);
+        }
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or_else(|_| Err(task_ended())))
     }
 }
 
@@ -238,7 +262,7 @@ impl AppendStream {
             .send(Pending { request, ack })
             .await
             .map_err(|_| TransportError::StreamClosed("the stream is closed".into()))?;
-        Ok(AckFuture(rx))
+        Ok(AckFuture { rx, done: None })
     }
 
     /// Whether the stream has ended (a new one must be opened).

@@ -154,6 +154,11 @@ impl RowDescriptor {
         &self.inner.schema
     }
 
+    /// Whether both are the same compiled schema (clones of one `RowDescriptor`).
+    pub fn same_as(&self, other: &RowDescriptor) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The serialised `google.protobuf.DescriptorProto` of the row message.
     pub fn descriptor_bytes(&self) -> &Bytes {
         &self.inner.descriptor

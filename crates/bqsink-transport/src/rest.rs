@@ -35,6 +35,9 @@ pub struct TableSpec {
     pub clustering: Option<Clustering>,
     /// Description.
     pub description: Option<String>,
+    /// When BigQuery deletes the table by itself (staging tables that must not outlive a
+    /// failed load).
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 impl TableSpec {
@@ -50,6 +53,11 @@ impl TableSpec {
     /// Clustered on columns.
     pub fn with_clustering(mut self, fields: Vec<String>) -> Self {
         self.clustering = Some(Clustering { fields });
+        self
+    }
+    /// Deleted by BigQuery at `at`.
+    pub fn with_expiration(mut self, at: std::time::SystemTime) -> Self {
+        self.expires_at = Some(at);
         self
     }
 }
@@ -116,6 +124,9 @@ struct TableResource<'a> {
     clustering: Option<&'a Clustering>,
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
+    /// Milliseconds since the epoch, as a string (an int64 in JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiration_time: Option<String>,
 }
 
 impl RestClient {
@@ -234,6 +245,9 @@ impl RestClient {
             time_partitioning: spec.time_partitioning.as_ref(),
             clustering: spec.clustering.as_ref(),
             description: spec.description.as_deref(),
+            expiration_time: spec
+                .expires_at
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis().to_string())),
         };
         let body = serde_json::to_value(&resource).map_err(|e| TransportError::Protocol(e.to_string()))?;
         let path = format!("/projects/{}/datasets/{}/tables", table.project, table.dataset);
@@ -296,6 +310,43 @@ impl RestClient {
             .map(|rows| rows.iter().map(|r| unwrap_row(r, &schema.fields)).collect())
             .unwrap_or_default();
         Ok(QueryResult { schema, rows })
+    }
+
+    /// A copy job from `source` into `destination` that replaces the destination's rows
+    /// (WRITE_TRUNCATE) in one atomic step, creating it if needed; waits until the job is done.
+    pub async fn replace_table_from(&self, source: &TableRef, destination: &TableRef) -> Result<(), TransportError> {
+        let reference = |t: &TableRef| json!({ "projectId": t.project, "datasetId": t.dataset, "tableId": t.table });
+        let body = json!({
+            "configuration": { "copy": {
+                "sourceTable": reference(source),
+                "destinationTable": reference(destination),
+                "createDisposition": "CREATE_IF_NEEDED",
+                "writeDisposition": "WRITE_TRUNCATE",
+            } }
+        });
+        let project = &destination.project;
+        let (_, mut job) = self.call(reqwest::Method::POST, &format!("/projects/{project}/jobs"), Some(&body)).await?;
+        let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            check_query_errors(&job)?;
+            if job["status"]["state"].as_str().unwrap_or("DONE") == "DONE" {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(TransportError::Query(format!(
+                    "the copy job from {source} to {destination} is not done after {QUERY_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+            let id = job["jobReference"]["jobId"].as_str().unwrap_or_default().to_owned();
+            let mut path = format!("/projects/{project}/jobs/{id}");
+            if let Some(loc) = job["jobReference"]["location"].as_str() {
+                path.push_str(&format!("?location={loc}"));
+            }
+            job = self.call(reqwest::Method::GET, &path, None).await?.1;
+        }
     }
 }
 

@@ -103,25 +103,48 @@ fn run(builder: DestinationBuilder, rx: Receiver<Msg>, ready: Sender<Result<(), 
     let mut fatal: Option<Error> = None;
     // The runtime only runs inside block_on: wake it while idle so the batch timeout fires.
     let idle = std::time::Duration::from_millis((dest.config().batch_timeout_ms / 2).max(1));
+    let chunk = dest.config().batch_size.max(1);
+    let mut rows: Vec<Record> = Vec::with_capacity(chunk);
+    let mut next: Option<Msg> = None;
     loop {
-        let msg = match rx.recv_timeout(idle) {
-            Ok(m) => m,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                rt.block_on(tokio::time::sleep(std::time::Duration::from_millis(1)));
-                continue;
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        let msg = match next.take() {
+            Some(m) => m,
+            None => match rx.recv_timeout(idle) {
+                Ok(m) => m,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    // The sleep is created inside the runtime: it needs its timer.
+                    rt.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(1)).await });
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            },
         };
         match msg {
             Msg::Row(r) => {
-                if fatal.is_none() {
-                    match rt.block_on(dest.write_row(r, Some(index))) {
-                        Ok(Some(e)) => errors.push(e),
-                        Ok(None) => {}
-                        Err(e) => fatal = Some(e),
+                // Take what is already queued, up to one request's worth, so the rows are
+                // encoded on the destination's worker threads.
+                rows.push(r);
+                while rows.len() < chunk {
+                    match rx.try_recv() {
+                        Ok(Msg::Row(r)) => rows.push(r),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
                     }
                 }
-                index += 1;
+                let n = rows.len() as u64;
+                if fatal.is_none() {
+                    let batch = std::mem::replace(&mut rows, Vec::with_capacity(chunk));
+                    match rt.block_on(dest.write_records(futures::stream::iter(batch), index)) {
+                        Ok((_, refused)) => errors.extend(refused),
+                        Err(e) => fatal = Some(e),
+                    }
+                } else {
+                    rows.clear();
+                }
+                index += n;
             }
             Msg::Flush(reply) => {
                 let result = match fatal.take() {

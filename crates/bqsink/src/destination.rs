@@ -13,7 +13,10 @@ use bqsink_engine::breaker::{BreakerState, CircuitBreaker, CircuitBreakerConfig}
 use bqsink_engine::limiter::{RateLimitConfig, RateLimiters};
 use bqsink_engine::metrics::{Metrics, MetricsSnapshot};
 use bqsink_engine::sink::Shared;
-use bqsink_engine::{BatchLimits, DeadLetter, DeadLetterQueue, NdjsonFile, Payload, Reason, RetryPolicy, TableSink};
+use bqsink_engine::{
+    BatchLimits, DeadLetter, DeadLetterQueue, EncodedRows, EncoderPool, NdjsonFile, Payload, Reason, RetryPolicy,
+    TableSink,
+};
 use bqsink_schema::Change;
 use bqsink_transport::{Auth, Endpoints, RestClient, RowDescriptor, TableSpec, WriteClient};
 use futures::{Stream, StreamExt};
@@ -37,6 +40,11 @@ struct Inner {
     schema: std::sync::RwLock<Schema>,
     rest: RestClient,
     sink: Mutex<TableSink>,
+    /// Encoding threads for `write_batch`, `write_stream` and the blocking writer.
+    encoders: Arc<EncoderPool>,
+    /// WRITE_TRUNCATE (Batch mode): the table rows are written to, copied over `table` at
+    /// close in one job.
+    staging: Option<TableRef>,
     shared: Shared,
     dlq: Option<Arc<dyn DeadLetterQueue>>,
     /// An error the batch-timeout task met, reported by the next call.
@@ -93,6 +101,7 @@ pub struct DestinationBuilder {
     auth: Option<Auth>,
     dlq: Option<Arc<dyn DeadLetterQueue>>,
     dlq_path: Option<PathBuf>,
+    dlq_table: Option<String>,
     retry: RetryPolicy,
     max_batch_bytes: Option<usize>,
     breaker: CircuitBreakerConfig,
@@ -178,30 +187,113 @@ impl Destination {
     /// Writes many rows; returns the errors of rows that could not be written, with their index
     /// in `records` (dead-lettered too when a queue is set). Fails as a whole only when BigQuery
     /// cannot take the rows.
+    ///
+    /// Rows are encoded on the `worker_count` encoding threads, one request's worth at a time,
+    /// while earlier requests are sent.
     pub async fn write_batch(&self, records: impl IntoIterator<Item = Record>) -> Result<Vec<RowError>, Error> {
-        let mut rejected = Vec::new();
-        for (i, r) in records.into_iter().enumerate() {
-            if let Some(e) = self.write_one(r, Some(i as u64)).await? {
-                rejected.push(e);
-            }
-        }
+        let (_, rejected) = self.write_records(futures::stream::iter(records), 0).await?;
         Ok(rejected)
     }
 
     /// Writes every row of a stream, then flushes; reports each refused row with its position.
+    /// Encoding runs on the worker threads, as in [`Destination::write_batch`].
     pub async fn write_stream(&self, records: impl Stream<Item = Record>) -> Result<StreamReport, Error> {
-        let mut report = StreamReport::default();
-        let mut records = std::pin::pin!(records);
-        while let Some(r) = records.next().await {
-            let index = report.rows_read;
-            report.rows_read += 1;
-            match self.write_one(r, Some(index)).await? {
-                Some(e) => report.errors.push(e),
-                None => report.rows_accepted += 1,
+        let (read, errors) = self.write_records(records, 0).await?;
+        self.flush().await?;
+        Ok(StreamReport { rows_read: read, rows_accepted: read - errors.len() as u64, errors })
+    }
+
+    /// The parallel path: chunks of one request's worth go to the encoding workers, up to
+    /// `worker_count` at a time, and are handed to the sink in input order. Returns the rows
+    /// taken and the refused ones, numbered from `first_index`.
+    pub(crate) async fn write_records(
+        &self,
+        records: impl Stream<Item = Record>,
+        first_index: u64,
+    ) -> Result<(u64, Vec<RowError>), Error> {
+        self.take_deferred()?;
+        let size = self.inner.config.batch_size.max(1);
+        let depth = self.inner.encoders.workers();
+        let mut chunks = std::pin::pin!(records.chunks(size));
+        let mut queued = std::collections::VecDeque::new();
+        let mut read = 0u64;
+        let mut refused = Vec::new();
+        let mut failure = None;
+        while let Some(chunk) = chunks.next().await {
+            let descriptor = self.inner.sink.lock().await.descriptor().clone();
+            let base = first_index + read;
+            read += chunk.len() as u64;
+            queued.push_back((base, self.inner.encoders.submit(&descriptor, chunk).await?));
+            if queued.len() >= depth {
+                if let Some((base, rx)) = queued.pop_front() {
+                    if let Err(e) = self.place(base, rx, &mut refused).await {
+                        failure = Some(e);
+                        break;
+                    }
+                }
             }
         }
-        self.flush().await?;
-        Ok(report)
+        while let Some((base, rx)) = queued.pop_front() {
+            match &failure {
+                None => {
+                    if let Err(e) = self.place(base, rx, &mut refused).await {
+                        failure = Some(e);
+                    }
+                }
+                // Rows already taken are never dropped: after a failure they are refused with
+                // the reason, like the rows of the batch that failed.
+                Some(e) => {
+                    let chunk = rx.await.map_err(|_| encoders_gone())?;
+                    let message = format!("not sent: an earlier batch failed: {e}");
+                    let rows = chunk.into_records();
+                    self.inner.rows_read.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    for (i, record) in rows {
+                        let row = RowError::new("", message.clone()).at_row(base + i as u64);
+                        self.refuse(row.clone(), Payload::Record(record))?;
+                        refused.push(row);
+                    }
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok((read, refused)),
+        }
+    }
+
+    /// Hands one encoded chunk to the sink; refused rows are dead-lettered and collected.
+    async fn place(
+        &self,
+        base: u64,
+        rx: tokio::sync::oneshot::Receiver<EncodedRows>,
+        refused: &mut Vec<RowError>,
+    ) -> Result<(), Error> {
+        let chunk = rx.await.map_err(|_| encoders_gone())?;
+        let rows = (chunk.len() + chunk.refused_len()) as u64;
+        self.inner.rows_read.fetch_add(rows, Ordering::Relaxed);
+        let mut sink = self.inner.sink.lock().await;
+        if let Err(e) = sink.admit().await {
+            drop(sink);
+            // Refused before it was taken (fail fast while the breaker is open): kept with the
+            // reason, and the caller hears why.
+            let e = Error::from(e);
+            let message = format!("not sent: {e}");
+            for (i, record) in chunk.into_records() {
+                let row = RowError::new("", message.clone()).at_row(base + i as u64);
+                self.refuse(row.clone(), Payload::Record(record))?;
+                refused.push(row);
+            }
+            return Err(e);
+        }
+        let rejected = sink.write_encoded(chunk).await;
+        drop(sink);
+        let rejected = rejected?;
+        for (i, e, record) in rejected {
+            let e = e.at_row(base + i as u64);
+            self.refuse(e.clone(), Payload::Record(record))?;
+            refused.push(e);
+        }
+        Ok(())
     }
 
     /// Writes one row and says what became of it: `Ok(None)` queued, `Ok(Some(e))` refused
@@ -356,9 +448,7 @@ impl Destination {
     pub async fn flush(&self) -> Result<(), Error> {
         self.take_deferred()?;
         self.inner.sink.lock().await.flush().await?;
-        if let Some(q) = &self.inner.dlq {
-            q.flush().map_err(|e| Error::DeadLetter(format!("cannot flush the dead-letter queue: {e}")))?;
-        }
+        flush_dead_letters(&self.inner.dlq).await?;
         Ok(())
     }
 
@@ -379,9 +469,15 @@ impl Destination {
             }
         }
         sink.commit().await?;
-        if let Some(q) = &inner.dlq {
-            q.flush().map_err(|e| Error::DeadLetter(format!("cannot flush the dead-letter queue: {e}")))?;
+        if let Some(staging) = &inner.staging {
+            // WRITE_TRUNCATE: the committed rows replace the table's in one copy job.
+            inner.rest.replace_table_from(staging, &inner.table).await?;
+            info!(table = %inner.table, rows = sink.stats().rows_written, "replaced the table's rows");
+            if let Err(e) = inner.rest.delete_table(staging).await {
+                warn!(%staging, error = %e, "could not delete the staging table; it expires by itself within a day");
+            }
         }
+        flush_dead_letters(&inner.dlq).await?;
         let s = sink.stats();
         // Rows BigQuery itself refused were dead-lettered by the sink, or kept for the caller.
         let (server_dead, server_kept) = if inner.dlq.is_some() { (s.rows_refused, 0) } else { (0, s.rows_refused) };
@@ -457,6 +553,19 @@ impl Drop for Destination {
             t.abort();
         }
     }
+}
+
+/// Flushes the dead-letter queue on a blocking thread: files sync and tables wait for acks.
+async fn flush_dead_letters(dlq: &Option<Arc<dyn DeadLetterQueue>>) -> Result<(), Error> {
+    let Some(q) = dlq.clone() else { return Ok(()) };
+    tokio::task::spawn_blocking(move || q.flush())
+        .await
+        .map_err(|e| Error::DeadLetter(format!("cannot flush the dead-letter queue: {e}")))?
+        .map_err(|e| Error::DeadLetter(format!("cannot flush the dead-letter queue: {e}")))
+}
+
+fn encoders_gone() -> Error {
+    Error::Transport(bqsink_transport::TransportError::StreamClosed("the encoding workers have stopped".into()))
 }
 
 fn table_spec(config: &DestinationConfig, schema: &Schema) -> Result<TableSpec, Error> {
@@ -629,12 +738,24 @@ impl DestinationBuilder {
         self.table_rate_limit = Some(v);
         self
     }
+    /// Threads encoding rows for `write_batch`, `write_stream` and the blocking writer.
+    pub fn worker_count(mut self, n: usize) -> Self {
+        self.config.worker_count = n;
+        self
+    }
     /// Send rows that cannot be written to this dead-letter queue instead of returning them.
     pub fn dead_letter_queue(mut self, q: Arc<dyn DeadLetterQueue>) -> Self {
         self.dlq = Some(q);
         self
     }
-    /// Send rows that cannot be written to an NDJSON file (appended; created when missing).
+    /// Send rows that cannot be written to a table of the same dataset (created when missing;
+    /// columns in [`crate::dlq_table`]), so they can be queried next to the data.
+    pub fn dead_letter_table(mut self, table_id: impl Into<String>) -> Self {
+        self.dlq_table = Some(table_id.into());
+        self
+    }
+    /// Dead letters appended to a newline-delimited JSON file (original record, reason, table,
+    /// time).
     pub fn dead_letter_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.dlq_path = Some(path.into());
         self
@@ -654,10 +775,14 @@ impl DestinationBuilder {
             return Err(ConfigError::new("table_id", "is required").into());
         }
         let mode = config.effective_write_mode();
-        if config.write_disposition == WriteDisposition::WriteTruncate {
+        let truncate = config.write_disposition == WriteDisposition::WriteTruncate;
+        if truncate && mode != WriteMode::Batch {
             return Err(ConfigError::new(
                 "write_disposition",
-                "WRITE_TRUNCATE is not available yet; use WRITE_APPEND or WRITE_EMPTY",
+                format!(
+                    "WRITE_TRUNCATE replaces the table's rows in one step, which only the batch write mode can do \
+                     (the {mode} mode makes rows visible as they arrive); use write_mode batch, or WRITE_APPEND"
+                ),
             )
             .into());
         }
@@ -702,20 +827,36 @@ impl DestinationBuilder {
                 rest.get_table(&table).await?.map(|i| i.schema).unwrap_or(spec.schema)
             }
         };
+        let staging = if truncate { Some(create_staging(&rest, &table).await?) } else { None };
         let descriptor = RowDescriptor::new(&schema)?;
-        let client = WriteClient::connect(&endpoints, auth).await?;
+        let client = WriteClient::connect(&endpoints, auth.clone()).await?;
         let mut limits =
             BatchLimits::default().with_max_rows(config.batch_size).with_max_inflight(config.max_concurrent_batches);
         if let Some(b) = self.max_batch_bytes {
             limits = limits.with_max_bytes(b);
         }
         let dlq =
-            match (self.dlq, self.dlq_path) {
-                (Some(q), _) => Some(q),
-                (None, Some(path)) => Some(Arc::new(NdjsonFile::open(&path).map_err(|e| {
+            match (self.dlq, self.dlq_path, self.dlq_table) {
+                (Some(q), _, _) => Some(q),
+                (None, Some(path), _) => Some(Arc::new(NdjsonFile::open(&path).map_err(|e| {
                     Error::DeadLetter(format!("cannot open the dead-letter file {}: {e}", path.display()))
                 })?) as Arc<dyn DeadLetterQueue>),
-                (None, None) => None,
+                (None, None, Some(name)) => {
+                    let mut b = DestinationBuilder::default()
+                        .project_id(&table.project)
+                        .dataset_id(&table.dataset)
+                        .table_id(name)
+                        .endpoints(endpoints.clone())
+                        .auth(auth);
+                    if let Some(l) = &config.location {
+                        b = b.location(l);
+                    }
+                    let q = tokio::task::spawn_blocking(move || crate::dlq_table::TableDeadLetters::open(b))
+                        .await
+                        .map_err(|e| Error::DeadLetter(format!("cannot open the dead-letter table: {e}")))??;
+                    Some(Arc::new(q) as Arc<dyn DeadLetterQueue>)
+                }
+                (None, None, None) => None,
             };
         let shared = Shared {
             limiters: Arc::new(RateLimiters::new(self.rate_limit, self.table_rate_limit)),
@@ -723,17 +864,22 @@ impl DestinationBuilder {
                 .map_err(|e| ConfigError::new("circuit_breaker", e.to_string()))?,
             metrics: Arc::new(Metrics::new(mode == WriteMode::Streaming)),
         };
-        let sink = TableSink::new(client, table.clone(), descriptor, limits, self.retry)
-            .with_mode(mode)
-            .with_dead_letters(dlq.clone())
-            .with_shared(shared.clone());
+        let sink =
+            TableSink::new(client, staging.clone().unwrap_or_else(|| table.clone()), descriptor, limits, self.retry)
+                .with_mode(mode)
+                .with_dead_letters(dlq.clone())
+                .with_shared(shared.clone());
         let timeout = Duration::from_millis(config.batch_timeout_ms);
+        let encoders = EncoderPool::new(config.worker_count)
+            .map_err(|e| Error::DeadLetter(format!("cannot start the encoding threads: {e}")))?;
         let inner = Arc::new(Inner {
             config,
             table,
             schema: std::sync::RwLock::new(schema),
             rest,
             sink: Mutex::new(sink),
+            encoders,
+            staging,
             shared,
             dlq,
             deferred: std::sync::Mutex::new(None),
@@ -744,6 +890,31 @@ impl DestinationBuilder {
         let ticker = tokio::spawn(batch_timer(Arc::downgrade(&inner), timeout));
         Ok(Destination { inner, ticker: Some(ticker) })
     }
+}
+
+/// How long a WRITE_TRUNCATE staging table outlives a load that never finished.
+const STAGING_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Creates the table WRITE_TRUNCATE rows are written to: the target's schema, partitioning
+/// and clustering (so the copy over the target is accepted), deleted by BigQuery after a day.
+async fn create_staging(rest: &RestClient, table: &TableRef) -> Result<TableRef, Error> {
+    let info = rest
+        .get_table(table)
+        .await?
+        .ok_or_else(|| Error::TableNotFound { table: table.clone(), hint: "it vanished while the load started" })?;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let name = format!("{}_bqsink_staging_{:x}", table.table, nanos & 0xffff_ffff_ffff);
+    let staging = TableRef::new(&table.project, &table.dataset, &name)?;
+    let mut spec = TableSpec::new(info.schema).with_expiration(std::time::SystemTime::now() + STAGING_LIFETIME);
+    if let Some(p) = info.time_partitioning {
+        spec = spec.with_time_partitioning(p);
+    }
+    if let Some(c) = info.clustering {
+        spec = spec.with_clustering(c.fields);
+    }
+    rest.create_table(&staging, &spec).await?;
+    info!(%table, %staging, "WRITE_TRUNCATE: rows go to a staging table until the commit");
+    Ok(staging)
 }
 
 /// Sends partial batches whose oldest row has waited `timeout`.

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod blocking;
 mod destination;
+pub mod dlq_table;
 mod error;
 
 pub use admin::{Admin, TableOverview};
@@ -11,6 +12,7 @@ pub use blocking::Writer;
 pub use destination::{
     Destination, DestinationBuilder, Health, HealthCheck, StreamReport, Summary, HEALTHY_ERROR_RATE,
 };
+pub use dlq_table::TableDeadLetters;
 pub use error::Error;
 
 pub use bqsink_core::{
