@@ -239,8 +239,27 @@ fn detect(input: &Input, reader: &mut impl BufRead) -> io::Result<Format> {
 fn read_ndjson(
     i: usize,
     name: &str,
-    mut reader: impl BufRead,
+    reader: impl BufRead,
     send: impl Fn(Item) -> Result<(), Stop>,
+) -> Result<(), Stop> {
+    each_line(name, reader, |number, text| {
+        let at = Position { input: i, unit: Unit::Line, number };
+        match text {
+            Err(lossy) => send(Item::Bad(at, lossy, "the line is not valid UTF-8".into())),
+            Ok(text) => match Record::from_json_str(text) {
+                Ok(r) => send(Item::Row(at, r)),
+                Err(e) => send(Item::Bad(at, text.to_owned(), e.message)),
+            },
+        }
+    })
+}
+
+/// Calls `f` with each non-blank line (1-based number, trimmed, without a byte-order mark), or
+/// with the line made readable when it is not UTF-8.
+fn each_line(
+    name: &str,
+    mut reader: impl BufRead,
+    mut f: impl FnMut(u64, Result<&str, String>) -> Result<(), Stop>,
 ) -> Result<(), Stop> {
     let mut line = Vec::with_capacity(4096);
     let mut number = 0u64;
@@ -251,26 +270,69 @@ fn read_ndjson(
             return Ok(());
         }
         number += 1;
-        let at = Position { input: i, unit: Unit::Line, number };
-        let text = match std::str::from_utf8(&line) {
-            Ok(t) => t.trim().trim_start_matches('\u{feff}'),
-            Err(_) => {
-                send(Item::Bad(
-                    at,
-                    String::from_utf8_lossy(&line).trim().to_owned(),
-                    "the line is not valid UTF-8".into(),
-                ))?;
-                continue;
+        match std::str::from_utf8(&line) {
+            Ok(t) => {
+                let text = t.trim().trim_start_matches('\u{feff}');
+                if !text.is_empty() {
+                    f(number, Ok(text))?;
+                }
             }
-        };
-        if text.is_empty() {
-            continue;
-        }
-        match Record::from_json_str(text) {
-            Ok(r) => send(Item::Row(at, r))?,
-            Err(e) => send(Item::Bad(at, text.to_owned(), e.message))?,
+            Err(_) => f(number, Err(String::from_utf8_lossy(&line).trim().to_owned()))?,
         }
     }
+}
+
+/// One line of an input read as text, for commands that parse lines themselves.
+#[derive(Debug)]
+pub(crate) enum Line {
+    /// A non-blank line, trimmed.
+    Text(Position, String),
+    /// A line that is not UTF-8: its text made readable, and why.
+    Bad(Position, String, String),
+    /// The input cannot be read on: the rest is lost.
+    Fatal(String),
+}
+
+/// Starts a reader thread over `inputs` (each with its index among the command's inputs, for
+/// messages), sending every non-blank line.
+pub(crate) fn spawn_lines(inputs: Vec<(usize, Input)>, bytes: Arc<AtomicU64>) -> mpsc::Receiver<Line> {
+    let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
+    let spawned = std::thread::Builder::new().name("bqsink-lines".into()).spawn({
+        let tx = tx.clone();
+        move || {
+            for (i, input) in &inputs {
+                match read_lines(*i, input, &bytes, &tx) {
+                    Ok(()) => {}
+                    Err(Stop::Closed) => return,
+                    Err(Stop::Failed(message)) => {
+                        let _ = tx.blocking_send(Line::Fatal(message));
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        let _ = tx.try_send(Line::Fatal(format!("cannot start the input reader: {e}")));
+    }
+    rx
+}
+
+fn read_lines(i: usize, input: &Input, bytes: &Arc<AtomicU64>, tx: &mpsc::Sender<Line>) -> Result<(), Stop> {
+    let name = input.name();
+    let raw: Box<dyn Read + Send> = match &input.path {
+        Some(p) => Box::new(File::open(p).map_err(|e| Stop::Failed(format!("cannot open {name}: {e}")))?),
+        None => Box::new(io::stdin()),
+    };
+    let reader = BufReader::with_capacity(READ_BUFFER, Counting { inner: raw, bytes: bytes.clone() });
+    each_line(&name, reader, |number, text| {
+        let at = Position { input: i, unit: Unit::Line, number };
+        let line = match text {
+            Ok(t) => Line::Text(at, t.to_owned()),
+            Err(lossy) => Line::Bad(at, lossy, "the line is not valid UTF-8".into()),
+        };
+        tx.blocking_send(line).map_err(|_| Stop::Closed)
+    })
 }
 
 fn read_csv(i: usize, name: &str, reader: impl Read, send: impl Fn(Item) -> Result<(), Stop>) -> Result<(), Stop> {

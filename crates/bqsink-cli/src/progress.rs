@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use bqsink::Destination;
+use bqsink::{Destination, SegmentWriter};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How often the bar is redrawn.
@@ -36,7 +36,36 @@ impl Style {
     }
 }
 
-/// Counters the load loop keeps; the destination's metrics give the rest.
+/// What progress reads from the writer: rows acknowledged, and rows it dead-lettered itself.
+pub(crate) trait Watch: Send + Sync {
+    /// `(written, dead-lettered)` so far.
+    fn written_and_dead(&self) -> (u64, u64);
+}
+
+impl Watch for Destination {
+    fn written_and_dead(&self) -> (u64, u64) {
+        let m = self.metrics();
+        (m.records_written, m.rows_dead_lettered)
+    }
+}
+
+impl Watch for SegmentWriter {
+    fn written_and_dead(&self) -> (u64, u64) {
+        let m = self.dataset().metrics();
+        (m.records_written, m.rows_dead_lettered)
+    }
+}
+
+/// What the bar's percentage measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Total {
+    /// Input bytes (read as they are parsed).
+    Bytes(u64),
+    /// Rows (read as they are handed to the writer), once the input has been read ahead.
+    Rows(u64),
+}
+
+/// Counters the load loop keeps; the writer's metrics give the rest.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     /// Rows taken from the input.
@@ -57,15 +86,33 @@ struct Reading {
 }
 
 impl Reading {
-    /// `None` once the destination is being closed.
-    fn take(counters: &Counters, dest: &Weak<Destination>) -> Option<Self> {
-        let m = dest.upgrade()?.metrics();
+    /// `None` once the writer is being closed.
+    fn take(counters: &Counters, dest: &Weak<dyn Watch>) -> Option<Self> {
+        let (written, dead) = dest.upgrade()?.written_and_dead();
         Some(Self {
             read: counters.read.load(Ordering::Relaxed),
-            written: m.records_written,
-            dead: counters.refused.load(Ordering::Relaxed) + m.rows_dead_lettered,
+            written,
+            dead: counters.refused.load(Ordering::Relaxed) + dead,
             bytes: counters.bytes.load(Ordering::Relaxed),
         })
+    }
+
+    /// Progress towards `total`.
+    fn position(&self, total: Option<Total>) -> u64 {
+        match total {
+            Some(Total::Rows(_)) => self.read,
+            _ => self.bytes,
+        }
+    }
+
+    /// `, 42%` when the total is known.
+    fn percent(&self, total: Option<Total>) -> String {
+        match total {
+            Some(Total::Bytes(t) | Total::Rows(t)) if t > 0 => {
+                format!(", {:.0}%", (self.position(total) as f64 / t as f64 * 100.0).min(100.0))
+            }
+            _ => String::new(),
+        }
     }
 
     fn rates(&self, elapsed: Duration) -> String {
@@ -82,18 +129,26 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    /// Starts showing progress of `dest`; `total` is the input size in bytes, when known.
-    pub(crate) fn start(style: Style, total: Option<u64>, counters: Arc<Counters>, dest: Weak<Destination>) -> Self {
+    /// Starts showing progress of `dest`; `total` is the size of the input, when known.
+    pub(crate) fn start<W: Watch + 'static>(
+        style: Style,
+        total: Option<Total>,
+        counters: Arc<Counters>,
+        dest: Weak<W>,
+    ) -> Self {
+        let dest: Weak<dyn Watch> = dest;
         let started = Instant::now();
         match style {
             Style::Quiet => Self { bar: None, task: None },
             Style::Bar => {
                 let bar = match total {
-                    Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()).with_style(
-                        ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {percent:>3}% {msg}")
-                            .unwrap_or_else(|_| ProgressStyle::default_bar())
-                            .progress_chars("=> "),
-                    ),
+                    Some(Total::Bytes(t) | Total::Rows(t)) => {
+                        ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()).with_style(
+                            ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {percent:>3}% {msg}")
+                                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                                .progress_chars("=> "),
+                        )
+                    }
                     None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
                         ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
                             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -106,7 +161,7 @@ impl Progress {
                     loop {
                         tick.tick().await;
                         let Some(r) = Reading::take(&counters, &dest) else { continue };
-                        shown.set_position(r.bytes);
+                        shown.set_position(r.position(total));
                         shown.set_message(format!(
                             "read {}, written {}, dead-lettered {} ({})",
                             r.read,
@@ -124,10 +179,7 @@ impl Progress {
                     loop {
                         tick.tick().await;
                         let Some(r) = Reading::take(&counters, &dest) else { continue };
-                        let percent = match total {
-                            Some(t) if t > 0 => format!(", {:.0}%", (r.bytes as f64 / t as f64 * 100.0).min(100.0)),
-                            _ => String::new(),
-                        };
+                        let percent = r.percent(total);
                         eprintln!(
                             "bqsink: progress: read {}, written {}, dead-lettered {} ({}{percent}, {:.0}s)",
                             r.read,

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use bqsink::{Admin, Destination, DestinationBuilder, PartitionType, RowError, Schema, WriteMode};
+use bqsink::{Admin, DestinationBuilder, PartitionType, RowError, Schema, WriteMode};
 use bqsink_schema::InferMode;
 
 use super::{connect, out};
 use crate::errors::{explain, Context, Needs};
 use crate::input::{self, Format, Input, Item, Position, Unit};
 use crate::interrupt::Interrupt;
-use crate::progress::{Counters, Progress, Style};
+use crate::progress::{Counters, Progress, Style, Total};
 use crate::settings::{FlagValue, Settings};
 use crate::{Global, EXIT_INTERRUPTED, EXIT_SOME_ROWS_FAILED};
 
@@ -223,8 +223,12 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
     let interval = Duration::from_secs_f64(args.progress_interval.max(0.1));
     let counters = Arc::new(Counters::default());
     let mut rows = input::spawn(inputs.clone(), args.format, counters.bytes.clone());
-    let mut progress =
-        Progress::start(Style::choose(global.quiet, interval), total, counters.clone(), Arc::downgrade(&dest));
+    let mut progress = Progress::start(
+        Style::choose(global.quiet, interval),
+        total.map(Total::Bytes),
+        counters.clone(),
+        Arc::downgrade(&dest),
+    );
     let mut errors = RowErrors { inputs: &inputs, printed: 0 };
     interrupt.set_graceful(true);
 
@@ -320,14 +324,14 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
 }
 
 /// The summary, always the last line on stdout.
-fn summary(read: u64, written: u64, dead: u64, secs: f64, interrupted: bool) {
+pub(crate) fn summary(read: u64, written: u64, dead: u64, secs: f64, interrupted: bool) {
     let rate = written as f64 / secs.max(1e-9);
     let tail = if interrupted { ", interrupted" } else { "" };
     out(&format!("read {read}, written {written}, dead-lettered {dead} ({secs:.1}s, {rate:.0} rows/s{tail})"));
 }
 
-/// The destination, once the progress display has let go of it.
-async fn unwrap_arc(mut dest: Arc<Destination>) -> Destination {
+/// The writer, once the progress display has let go of it.
+pub(crate) async fn unwrap_arc<T>(mut dest: Arc<T>) -> T {
     loop {
         match Arc::try_unwrap(dest) {
             Ok(d) => return d,
@@ -348,13 +352,13 @@ fn describe(e: &RowError) -> String {
 }
 
 /// Refused rows on stderr: the first few named, the rest counted.
-struct RowErrors<'a> {
-    inputs: &'a [Input],
-    printed: u64,
+pub(crate) struct RowErrors<'a> {
+    pub(crate) inputs: &'a [Input],
+    pub(crate) printed: u64,
 }
 
 impl RowErrors<'_> {
-    fn report(&mut self, progress: &Progress, at: Position, message: &str) {
+    pub(crate) fn report(&mut self, progress: &Progress, at: Position, message: &str) {
         self.printed += 1;
         if self.printed > MAX_PRINTED_ROW_ERRORS {
             return;
@@ -370,7 +374,7 @@ impl RowErrors<'_> {
         progress.println(&format!("bqsink: {place}: {message}"));
     }
 
-    fn finish(&self, progress: &Progress) {
+    pub(crate) fn finish(&self, progress: &Progress) {
         if self.printed > MAX_PRINTED_ROW_ERRORS {
             progress.println(&format!("bqsink: … and {} more rows refused", self.printed - MAX_PRINTED_ROW_ERRORS));
         }

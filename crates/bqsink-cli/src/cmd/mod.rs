@@ -29,10 +29,10 @@ pub(crate) enum Command {
     /// Print the configuration in effect and where each value came from (secrets redacted)
     #[command(after_help = config::AFTER_HELP)]
     Config(config::ConfigArgs),
-    /// Load Segment payloads into one table per event
-    #[command(hide = true)]
+    /// Load Segment payloads (track, identify, page, …) into Segment's tables and one table per event
+    #[command(after_help = segment::AFTER_HELP)]
     Segment(segment::SegmentArgs),
-    /// Infer the BigQuery JSON schema of a file
+    /// Infer a file's BigQuery JSON schema, or show what loading it would change on a live table
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
     /// Print (or create, with --apply) SQL views over Segment tables: de-duplicated, sessions, users
@@ -47,7 +47,7 @@ pub(crate) async fn run(command: Command, global: &Global, interrupt: &Interrupt
         Command::Tables(args) => tables::run(args, global).await,
         Command::Health(args) => health::run(args, global).await,
         Command::Config(args) => config::run(args, global),
-        Command::Segment(args) => segment::run(args, global).await,
+        Command::Segment(args) => segment::run(args, global, interrupt).await,
         Command::Schema(cmd) => schema::run(cmd, global).await,
         Command::Views(args) => views::run(args, global).await,
     }

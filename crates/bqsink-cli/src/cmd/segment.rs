@@ -1,24 +1,377 @@
-//! `bqsink segment`: Segment payloads (track, identify, page, screen, group, alias) into one
-//! table per event, following the Segment layout of bqsink-schema. Wired once that layout is
-//! available to the facade; until then it says so.
+//! `bqsink segment`: Segment payloads (track, identify, page, screen, group, alias; single or in
+//! a `{"batch": [...]}` envelope, one per line) into Segment's warehouse tables and one table
+//! per track event, through the facade's [`SegmentWriter`].
+//!
+//! Files are finite, so they are read ahead: every table's schema is planned over all their
+//! rows and applied before the first row is written (each table changes at most once). Stdin is
+//! unbounded, so its tables evolve line by line as new properties appear.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{anyhow, bail};
+use bqsink::{
+    Admin, CreateDisposition, DatasetWriterBuilder, NdjsonFile, PayloadOutcome, RowError, SegmentOptions,
+    SegmentWriter, WriteMode,
+};
+use bqsink_schema::{SegmentError, SegmentRow};
 
-use crate::Global;
+use super::connect;
+use super::load::{summary, unwrap_arc, ModeArg, RowErrors};
+use crate::errors::{explain, Context, Needs};
+use crate::input::{self, Input, Line, Position};
+use crate::interrupt::Interrupt;
+use crate::progress::{Counters, Progress, Style, Total};
+use crate::settings::{FlagValue, Settings};
+use crate::{Global, EXIT_INTERRUPTED, EXIT_SOME_ROWS_FAILED};
+
+/// Planning conflicts printed before the rest are only counted.
+const MAX_PRINTED_CONFLICTS: usize = 20;
+
+pub(crate) const AFTER_HELP: &str = "\
+Examples:
+  bqsink segment --project my-proj --dataset segment --dlq refused.ndjson events-2024-06-*.ndjson
+  tail -F /var/log/segment/events.ndjson | bqsink segment --dataset segment -
+
+Input: NDJSON, one payload ({\"type\": \"track\", …}) or one batch envelope ({\"batch\": […]})
+per line. Rows land in tracks, identifies, users, pages, screens, groups, aliases and one table
+per track event (its name slugged: `Order Completed` → order_completed), with Segment's warehouse
+columns (id, anonymous_id, user_id, received_at, sent_at, timestamp, context_*, …) and the
+properties or traits as snake_case columns; tracks carries no properties. Tables are created
+partitioned by DAY on received_at, in a dataset created when missing.
+
+Files are read ahead and each table's schema is planned over all their rows before the first
+write (a table changes at most once); stdin evolves the tables as new properties appear.
+With BIGQUERY_AUTO_TABLE_MANAGEMENT=false no table is created or changed.
+
+Rows are counted per table row: a track makes 2 (tracks and its event table, 1 with
+--no-event-tables), an identify with a user id 2 (identifies and users); a line that is not a
+payload is 1, dead-lettered with its text. The last line on stdout is
+`read N, written N, dead-lettered N (elapsed, rows/s)`; exit codes as for `bqsink load`.";
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct SegmentArgs {
-    /// Files of Segment payloads (NDJSON or a JSON array), globs, or `-` for stdin
-    #[arg(value_name = "FILE|GLOB|-")]
+    /// NDJSON files of Segment payloads, glob patterns (quoted), or `-` for stdin
+    #[arg(required = true, value_name = "FILE|GLOB|-")]
     pub(crate) inputs: Vec<String>,
-    /// Append payloads that cannot be written, with the reason, to this NDJSON file
+    /// Append rows that cannot be written, with the reason, to this NDJSON file
     #[arg(long, value_name = "PATH")]
     pub(crate) dlq: Option<PathBuf>,
+    /// Write mode [default: streaming]
+    #[arg(long, value_enum)]
+    pub(crate) mode: Option<ModeArg>,
+    /// Rows per AppendRows request [default: 1000]
+    #[arg(long, value_name = "ROWS")]
+    pub(crate) batch_size: Option<usize>,
+    /// Write track calls to `tracks` only, not also to one table per event
+    #[arg(long)]
+    pub(crate) no_event_tables: bool,
+    /// Seconds between progress lines on stderr when it is not a terminal
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub(crate) progress_interval: f64,
 }
 
-pub(crate) async fn run(_args: SegmentArgs, _global: &Global) -> anyhow::Result<ExitCode> {
-    bail!("`bqsink segment` is not available in this build yet (it needs the Segment layout of bqsink-schema)")
+impl SegmentArgs {
+    /// The settings these flags set.
+    fn flags(&self) -> Vec<FlagValue> {
+        let mut f = Vec::new();
+        if let Some(m) = self.mode {
+            f.push(FlagValue::new("write_mode", "--mode", WriteMode::from(m)));
+        }
+        if let Some(v) = self.batch_size {
+            f.push(FlagValue::new("batch_size", "--batch-size", v));
+        }
+        f
+    }
+}
+
+/// One line of a file, read ahead and turned into rows.
+struct Planned {
+    at: Position,
+    rows: Result<Vec<SegmentRow>, Refused>,
+}
+
+impl Planned {
+    /// Rows it counts for: its table rows, or 1 when it is refused whole.
+    fn rows(&self) -> u64 {
+        self.rows.as_ref().map_or(1, |r| r.len() as u64)
+    }
+}
+
+/// A line that did not become rows: its text and why.
+struct Refused {
+    text: String,
+    why: String,
+}
+
+pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrupt) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let settings = global.settings(args.flags())?;
+    let cx = Context { settings: &settings, needs: Needs::DataEditor };
+    let fail = |e: bqsink::Error| anyhow!(explain(&e, cx));
+    settings.config.validate().map_err(|e| fail(e.into()))?;
+    let auto = settings.config.create_disposition == CreateDisposition::CreateIfNeeded;
+
+    let inputs = input::expand(&args.inputs)?;
+    let (auth, admin) = connect(&settings, Needs::DataEditor).await?;
+    ensure_dataset(&admin, &settings, auto, global.quiet).await?;
+
+    let mut builder = DatasetWriterBuilder::from_config(settings.config.clone())
+        .endpoints(settings.endpoints.clone())
+        .auth(auth)
+        .auto_table_management(auto);
+    if let Some(path) = &args.dlq {
+        let file =
+            NdjsonFile::open(path).map_err(|e| anyhow!("cannot open the dead-letter file {}: {e}", path.display()))?;
+        builder = builder.dead_letter_queue(Arc::new(file));
+    }
+    let options = SegmentOptions::default().with_event_tables(!args.no_event_tables);
+    let writer = Arc::new(SegmentWriter::new(builder, options).await.map_err(fail)?);
+    // Rows the writer refuses are in its dead-letter count when a queue is set; without one
+    // the loop counts them for the progress display.
+    let counts_own_refusals = args.dlq.is_none();
+
+    let interval = Duration::from_secs_f64(args.progress_interval.max(0.1));
+    let counters = Arc::new(Counters::default());
+    let mut errors = RowErrors { inputs: &inputs, printed: 0 };
+    interrupt.set_graceful(true);
+
+    // Files: read ahead, plan every table once, then write.
+    let files: Vec<(usize, Input)> =
+        inputs.iter().enumerate().filter(|(_, i)| i.path.is_some()).map(|(n, i)| (n, i.clone())).collect();
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut fatal: Option<anyhow::Error> = None;
+    if !files.is_empty() {
+        match read_ahead(&writer, files, interrupt).await {
+            Ok(p) => planned = p,
+            Err(e) => fatal = Some(e),
+        }
+    }
+    if fatal.is_none() && !interrupt.fired() && !planned.is_empty() {
+        let rows = planned.iter().filter_map(|p| p.rows.as_ref().ok()).flatten();
+        match writer.plan(rows).await {
+            Ok(conflicts) => report_plan(&planned, &conflicts, global),
+            Err(e) => fatal = Some(fail(e)),
+        }
+    }
+    let total_rows: u64 = planned.iter().map(Planned::rows).sum();
+    let has_stdin = inputs.iter().any(|i| i.path.is_none());
+    let total = (!has_stdin).then_some(Total::Rows(total_rows));
+    let mut progress =
+        Progress::start(Style::choose(global.quiet, interval), total, counters.clone(), Arc::downgrade(&writer));
+
+    let mut planned = planned.into_iter().peekable();
+    let mut handle = |outcome: Result<PayloadOutcome, bqsink::Error>, at: Position, progress: &Progress| {
+        let outcome = outcome.map_err(fail)?;
+        counters.read.fetch_add(outcome.rows, Ordering::Relaxed);
+        if counts_own_refusals {
+            counters.refused.fetch_add(outcome.refused.len() as u64, Ordering::Relaxed);
+        }
+        for e in &outcome.refused {
+            errors.report(progress, at, &describe(e));
+        }
+        anyhow::Ok(())
+    };
+    'inputs: for (n, input) in inputs.iter().enumerate() {
+        if fatal.is_some() || interrupt.fired() {
+            break;
+        }
+        if input.path.is_some() {
+            while let Some(p) = planned.next_if(|p| p.at.input == n) {
+                if interrupt.fired() {
+                    break 'inputs;
+                }
+                let outcome = match p.rows {
+                    Ok(rows) => writer.write_rows(rows).await,
+                    Err(r) => refuse(&writer, p.at, r),
+                };
+                if let Err(e) = handle(outcome, p.at, &progress) {
+                    fatal = Some(e);
+                    break 'inputs;
+                }
+            }
+            continue;
+        }
+        // Stdin: line by line, tables evolving as they go.
+        let mut lines = input::spawn_lines(vec![(n, input.clone())], counters.bytes.clone());
+        loop {
+            let line = tokio::select! {
+                biased;
+                () = interrupt.wait() => break 'inputs,
+                line = lines.recv() => match line {
+                    Some(line) => line,
+                    None => break,
+                },
+            };
+            let (at, outcome) = match line {
+                Line::Text(at, text) => {
+                    let outcome = match writer.rows_of_line(&text, at.number) {
+                        Ok(rows) => writer.write_rows(rows).await,
+                        Err(e) => refuse(&writer, at, Refused { text, why: e.to_string() }),
+                    };
+                    (at, outcome)
+                }
+                Line::Bad(at, text, why) => (at, refuse(&writer, at, Refused { text, why })),
+                Line::Fatal(message) => {
+                    fatal = Some(anyhow!(message));
+                    break 'inputs;
+                }
+            };
+            if let Err(e) = handle(outcome, at, &progress) {
+                fatal = Some(e);
+                break 'inputs;
+            }
+        }
+    }
+    drop(planned);
+
+    let read = counters.read.load(Ordering::Relaxed);
+    let secs = || started.elapsed().as_secs_f64();
+    let (written_so_far, dead_so_far) = {
+        let m = writer.dataset().metrics();
+        (m.records_written, m.rows_dead_lettered + counters.refused.load(Ordering::Relaxed))
+    };
+    if let Some(err) = fatal {
+        progress.finish();
+        errors.finish(&progress);
+        summary(read, written_so_far, dead_so_far, secs(), false);
+        return Err(err);
+    }
+    progress.set_message("flushing the rows in flight…");
+    let writer = unwrap_arc(writer).await;
+    let batch = settings.config.effective_write_mode() == WriteMode::Batch;
+    let result = writer.close().await;
+    progress.finish();
+    errors.finish(&progress);
+    let interrupted = interrupt.fired();
+    let s = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let written = if batch { 0 } else { written_so_far };
+            summary(read, written, dead_so_far, secs(), interrupted);
+            return Err(fail(e));
+        }
+    };
+    let failed = s.rows_dead_lettered + s.rows_rejected;
+    if failed > 0 {
+        match &args.dlq {
+            Some(path) if s.rows_dead_lettered > 0 => {
+                eprintln!("bqsink: {} rows dead-lettered to {}", s.rows_dead_lettered, path.display())
+            }
+            _ => eprintln!("bqsink: {failed} rows refused; pass --dlq PATH to keep them with the reason"),
+        }
+    }
+    summary(read, s.rows_written, failed, secs(), interrupted);
+    Ok(if interrupted {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if failed > 0 || s.rows_written < read {
+        ExitCode::from(EXIT_SOME_ROWS_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Reads every line of the files and turns it into rows (or the reason it cannot be).
+async fn read_ahead(
+    writer: &SegmentWriter,
+    files: Vec<(usize, Input)>,
+    interrupt: &Interrupt,
+) -> anyhow::Result<Vec<Planned>> {
+    let mut lines = input::spawn_lines(files, Arc::new(AtomicU64::new(0)));
+    let mut planned = Vec::new();
+    loop {
+        let line = tokio::select! {
+            biased;
+            () = interrupt.wait() => return Ok(planned),
+            line = lines.recv() => match line {
+                Some(line) => line,
+                None => return Ok(planned),
+            },
+        };
+        let p = match line {
+            Line::Text(at, text) => Planned {
+                at,
+                rows: writer
+                    .rows_of_line(&text, at.number)
+                    .map_err(|e: SegmentError| Refused { why: e.to_string(), text }),
+            },
+            Line::Bad(at, text, why) => Planned { at, rows: Err(Refused { text, why }) },
+            Line::Fatal(message) => bail!(message),
+        };
+        planned.push(p);
+    }
+}
+
+/// Dead-letters a line that is not a payload, as one row.
+fn refuse(writer: &SegmentWriter, at: Position, r: Refused) -> Result<PayloadOutcome, bqsink::Error> {
+    let e = writer.dataset().dead_letter_raw(Some(at.index()), r.text, r.why)?;
+    let mut outcome = PayloadOutcome::default();
+    outcome.rows = 1;
+    outcome.refused.push(e);
+    Ok(outcome)
+}
+
+/// A refused row in one line: the writer's messages already name table and column.
+fn describe(e: &RowError) -> String {
+    if e.column.is_empty() || e.message.contains(&e.column) {
+        e.message.clone()
+    } else {
+        format!("{}: {}", e.column, e.message)
+    }
+}
+
+/// What planning found, on stderr: one line, and with `-v` the columns holding mixed types
+/// (their rows are coerced when the value converts, else dead-lettered and named as written).
+fn report_plan(planned: &[Planned], conflicts: &[String], global: &Global) {
+    if global.quiet {
+        return;
+    }
+    let mut tables: Vec<&str> =
+        planned.iter().filter_map(|p| p.rows.as_ref().ok()).flatten().map(|r| r.table.as_str()).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    let rows: u64 = planned.iter().map(Planned::rows).sum();
+    let mixed = match (conflicts.len(), global.verbose) {
+        (0, _) => String::new(),
+        (n, 0) => format!("; {n} columns hold values of mixed types (-v to list them)"),
+        (n, _) => format!("; {n} columns hold values of mixed types:"),
+    };
+    eprintln!("bqsink: planned {} tables over {rows} rows from {} lines{mixed}", tables.len(), planned.len());
+    if global.verbose > 0 {
+        for c in conflicts.iter().take(MAX_PRINTED_CONFLICTS) {
+            eprintln!("bqsink:   {c}");
+        }
+        if conflicts.len() > MAX_PRINTED_CONFLICTS {
+            eprintln!("bqsink:   … and {} more", conflicts.len() - MAX_PRINTED_CONFLICTS);
+        }
+    }
+}
+
+/// The dataset must exist unless tables are managed automatically (then the writer creates it).
+async fn ensure_dataset(admin: &Admin, settings: &Settings, auto: bool, quiet: bool) -> anyhow::Result<()> {
+    let c = &settings.config;
+    let cx = Context { settings, needs: Needs::DataEditor };
+    let exists = admin.dataset_exists(&c.project_id, &c.dataset_id).await.map_err(|e| anyhow!(explain(&e, cx)))?;
+    if exists {
+        return Ok(());
+    }
+    if !auto {
+        bail!(
+            "dataset {}.{} does not exist and BIGQUERY_AUTO_TABLE_MANAGEMENT is false; create it, or check --project \
+             and --dataset",
+            c.project_id,
+            c.dataset_id
+        );
+    }
+    admin
+        .create_dataset(&c.project_id, &c.dataset_id, c.location.as_deref())
+        .await
+        .map_err(|e| anyhow!(explain(&e, cx)))?;
+    if !quiet {
+        eprintln!("bqsink: created dataset {}.{}", c.project_id, c.dataset_id);
+    }
+    Ok(())
 }
