@@ -171,7 +171,7 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
             counters.refused.fetch_add(outcome.refused.len() as u64, Ordering::Relaxed);
         }
         for e in &outcome.refused {
-            errors.report(progress, at, &describe(e));
+            errors.report(progress, at, &describe(e, at));
         }
         anyhow::Ok(())
     };
@@ -314,12 +314,14 @@ fn refuse(writer: &SegmentWriter, at: Position, r: Refused) -> Result<PayloadOut
     Ok(outcome)
 }
 
-/// A refused row in one line: the writer's messages already name table and column.
-fn describe(e: &RowError) -> String {
-    if e.column.is_empty() || e.message.contains(&e.column) {
-        e.message.clone()
+/// A refused row of the line at `at`, which the message is printed after: the writer's
+/// messages already name table and column, a payload's error its line.
+fn describe(e: &RowError, at: Position) -> String {
+    let message = e.message.strip_prefix(&format!("line {}: ", at.number)).unwrap_or(&e.message);
+    if e.column.is_empty() || message.contains(&e.column) {
+        message.to_owned()
     } else {
-        format!("{}: {}", e.column, e.message)
+        format!("{}: {message}", e.column)
     }
 }
 
