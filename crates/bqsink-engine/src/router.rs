@@ -89,6 +89,11 @@ impl Router {
         }
     }
 
+    /// The table's sink, if it was added.
+    pub fn sink_mut(&mut self, table: &TableRef) -> Option<&mut TableSink> {
+        self.sinks.get_mut(table)
+    }
+
     /// Sends partial batches older than `age` in every table.
     pub async fn send_if_older_than(&mut self, age: Duration) -> Result<(), EngineError> {
         for sink in self.sinks.values_mut() {

@@ -196,6 +196,8 @@ pub struct TableSink {
     /// Connections shared with other tables' default streams, if any.
     pool: Option<Arc<crate::pool::ConnectionPool>>,
     stats: SinkStats,
+    /// The table's schema as BigQuery last reported it changed (`updated_schema`), until taken.
+    updated_schema: Option<bqsink_core::Schema>,
 }
 
 impl std::fmt::Debug for TableSink {
@@ -244,6 +246,7 @@ impl TableSink {
             shared: Shared::default(),
             pool: None,
             stats: SinkStats::default(),
+            updated_schema: None,
         }
     }
 
@@ -298,6 +301,12 @@ impl TableSink {
     /// Counters so far.
     pub fn stats(&self) -> SinkStats {
         self.stats
+    }
+
+    /// The table's new schema if BigQuery reported one (`updated_schema`) since the last call:
+    /// the caller's schema cache is stale.
+    pub fn take_updated_schema(&mut self) -> Option<bqsink_core::Schema> {
+        self.updated_schema.take()
     }
 
     /// Rows BigQuery refused when no dead-letter queue is set, with the reason.
@@ -747,6 +756,7 @@ impl TableSink {
                     self.acknowledged(&f);
                     if let Some(schema) = ack.updated_schema {
                         debug!(table = %self.table, columns = schema.fields.len(), "BigQuery reports a new table schema");
+                        self.updated_schema = Some(schema);
                     }
                     return Ok(());
                 }

@@ -1,8 +1,9 @@
 //! Planning a schema change that BigQuery accepts on an existing table.
 //!
 //! BigQuery allows, on an existing table: adding NULLABLE or REPEATED columns (also inside a
-//! RECORD), relaxing REQUIRED to NULLABLE, and widening INT64 → NUMERIC / BIGNUMERIC / FLOAT64 and
-//! NUMERIC → BIGNUMERIC / FLOAT64. Everything else (dropping or renaming a column, narrowing a
+//! RECORD), relaxing REQUIRED to NULLABLE (both through `tables.patch`), and widening a top-level
+//! column INT64 → NUMERIC / BIGNUMERIC / FLOAT64 and NUMERIC → BIGNUMERIC / FLOAT64 (through
+//! `ALTER TABLE … ALTER COLUMN … SET DATA TYPE`; `tables.patch` refuses type changes). Everything else (dropping or renaming a column, narrowing a
 //! type, adding a REQUIRED column, changing a mode to or from REPEATED) is refused here, before
 //! any request is sent.
 
@@ -91,7 +92,17 @@ fn merge(
         let p = path(&cur.name);
         let mut merged = cur.clone();
         if want.field_type != cur.field_type {
-            if is_widening(cur.field_type, want.field_type) {
+            if is_widening(cur.field_type, want.field_type) && !prefix.is_empty() {
+                // Types change through `ALTER COLUMN … SET DATA TYPE`, which takes top-level
+                // columns only.
+                refusals.push(Refusal {
+                    column: p.clone(),
+                    reason: format!(
+                        "BigQuery changes the type of top-level columns only; {} inside a RECORD stays {}",
+                        p, cur.field_type
+                    ),
+                });
+            } else if is_widening(cur.field_type, want.field_type) {
                 merged.field_type = want.field_type;
                 changes.push(Change::Widen { column: p.clone(), from: cur.field_type, to: want.field_type });
             } else {
@@ -165,6 +176,15 @@ mod tests {
 
     fn s(fields: Vec<Field>) -> Schema {
         Schema::new(fields)
+    }
+
+    #[test]
+    fn refuses_to_widen_a_column_inside_a_record() {
+        let record = |t| Schema::new(vec![Field::record("r", vec![Field::new("n", t)])]);
+        let refused = plan_alter(&record(FieldType::Int64), &record(FieldType::Float64)).expect_err("refused");
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].column, "r.n");
+        assert!(refused[0].reason.contains("top-level"), "{}", refused[0].reason);
     }
 
     #[test]

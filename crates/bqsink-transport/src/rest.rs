@@ -272,6 +272,48 @@ impl RestClient {
         serde_json::from_value(json).map_err(|e| TransportError::Protocol(format!("tables.patch answer: {e}")))
     }
 
+    /// Applies a planned schema change (see `bqsink_schema::plan_alter`): new columns and
+    /// relaxed modes through `tables.patch` (conditional on `etag`, so a concurrent change makes
+    /// it fail with HTTP 412 rather than be overwritten), then each widened column through
+    /// `ALTER TABLE … ALTER COLUMN … SET DATA TYPE` (which `tables.patch` cannot do). Returns the
+    /// table as it is afterwards.
+    pub async fn apply_schema_change(
+        &self,
+        table: &TableRef,
+        current: &Schema,
+        merged: &Schema,
+        changes: &[bqsink_schema::Change],
+        etag: Option<&str>,
+    ) -> Result<Option<TableInfo>, TransportError> {
+        let widened: Vec<(&str, bqsink_core::FieldType, bqsink_core::FieldType)> = changes
+            .iter()
+            .filter_map(|c| match c {
+                bqsink_schema::Change::Widen { column, from, to } => Some((column.as_str(), *from, *to)),
+                _ => None,
+            })
+            .collect();
+        let mut patch = merged.clone();
+        for (column, from, _) in &widened {
+            if let Some(f) = patch.fields.iter_mut().find(|f| f.name.eq_ignore_ascii_case(column)) {
+                f.field_type = *from;
+            }
+        }
+        if &patch != current {
+            self.patch_table_schema(table, &patch, etag).await?;
+        }
+        for (column, _, to) in &widened {
+            let sql = format!(
+                "ALTER TABLE `{}.{}.{}` ALTER COLUMN `{column}` SET DATA TYPE {}",
+                table.project,
+                table.dataset,
+                table.table,
+                to.name()
+            );
+            self.query(&table.project, &sql).await?;
+        }
+        self.get_table(table).await
+    }
+
     /// `tables.delete`; `Ok(false)` when there was no such table.
     pub async fn delete_table(&self, table: &TableRef) -> Result<bool, TransportError> {
         let path = format!("/projects/{}/datasets/{}/tables/{}", table.project, table.dataset, table.table);

@@ -521,7 +521,14 @@ impl Destination {
         })?;
         let (merged, changes) = bqsink_schema::plan_alter(&info.schema, schema).map_err(Error::SchemaChangeRefused)?;
         if !changes.is_empty() {
-            self.inner.rest.patch_table_schema(&self.inner.table, &merged, info.etag.as_deref()).await?;
+            if changes.iter().any(|c| matches!(c, Change::Widen { .. })) {
+                // Rows encoded for the old type must be stored before the type changes.
+                self.inner.sink.lock().await.flush().await?;
+            }
+            self.inner
+                .rest
+                .apply_schema_change(&self.inner.table, &info.schema, &merged, &changes, info.etag.as_deref())
+                .await?;
             info!(table = %self.inner.table, changes = changes.len(), "altered table schema");
             self.adopt_live_schema().await?;
         }

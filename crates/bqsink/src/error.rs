@@ -21,6 +21,16 @@ pub enum Error {
     /// A schema change BigQuery would refuse; nothing was sent.
     #[error("schema change refused: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     SchemaChangeRefused(Vec<bqsink_schema::Refusal>),
+    /// Other writers kept changing the table's schema while this one tried to.
+    #[error(
+        "could not change the schema of {table}: other writers changed it first {attempts} times in a row; retry later"
+    )]
+    SchemaChangeConflict {
+        /// The table.
+        table: TableRef,
+        /// Attempts made.
+        attempts: usize,
+    },
     /// WRITE_EMPTY and the table has rows.
     #[error("table {table} already holds {rows} rows and write_disposition is WRITE_EMPTY")]
     TableNotEmpty {

@@ -3,17 +3,22 @@
 
 pub mod admin;
 pub mod blocking;
+pub mod dataset;
 mod destination;
 pub mod dlq_table;
 mod error;
+pub mod segment;
 
 pub use admin::{Admin, TableOverview};
 pub use blocking::Writer;
+pub use bqsink_schema::SegmentOptions;
+pub use dataset::{DatasetWriter, DatasetWriterBuilder};
 pub use destination::{
     Destination, DestinationBuilder, Health, HealthCheck, StreamReport, Summary, HEALTHY_ERROR_RATE,
 };
 pub use dlq_table::TableDeadLetters;
 pub use error::Error;
+pub use segment::{PayloadOutcome, SegmentWriter};
 
 pub use bqsink_core::{
     civil, Clustering, ConfigError, CreateDisposition, Date, DateTime, Decimal, Field, FieldType, Mode, PartitionType,

@@ -35,6 +35,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(get_table).patch(patch_table).put(patch_table).delete(delete_table),
         )
         .route(&format!("{P}/datasets/:dataset/tables/:table/data"), get(list_rows))
+        .route(&format!("{P}/queries"), axum::routing::post(query))
         .fallback(|| async {
             error(StatusCode::NOT_FOUND, "notFound", "Not found: no such endpoint in the reference sink".into())
         })
@@ -376,4 +377,80 @@ fn fv_cell(v: Option<&Jv>, c: &Column, whole: bool) -> Jv {
         Some(Jv::Number(n)) => json!(n.to_string()),
         Some(other) => other.clone(),
     }
+}
+
+/// `jobs.query`, for the one statement a writer needs that `tables.patch` cannot do:
+/// `ALTER TABLE `p.d.t` ALTER COLUMN `c` SET DATA TYPE T` ("Modifying table schemas": a
+/// top-level column, INT64 → NUMERIC / BIGNUMERIC / FLOAT64, NUMERIC → BIGNUMERIC / FLOAT64; the
+/// same type again changes nothing). Any other statement is refused.
+async fn query(State(shared): Shr, Path(project): Path<String>, body: Bytes) -> Response {
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let sql = body.get("query").and_then(serde_json::Value::as_str).unwrap_or_default();
+    let Some((table, column, to)) = parse_alter_column(sql) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalidQuery",
+            format!("the reference sink runs only ALTER TABLE … ALTER COLUMN … SET DATA TYPE, not: {sql}"),
+        );
+    };
+    let parts: Vec<&str> = table.split('.').collect();
+    let [p, d, t] = parts.as_slice() else {
+        return error(StatusCode::BAD_REQUEST, "invalidQuery", format!("`{table}` is not project.dataset.table"));
+    };
+    let mut state = shared.state();
+    let Some(tab) = state.table_mut(&(p.to_string(), d.to_string(), t.to_string())) else {
+        return error(StatusCode::NOT_FOUND, "notFound", format!("Not found: Table {p}:{d}.{t}"));
+    };
+    let Some(col) = tab.schema.iter_mut().find(|c| c.name.eq_ignore_ascii_case(&column)) else {
+        return error(StatusCode::BAD_REQUEST, "invalidQuery", format!("Column {column} not found in table {t}"));
+    };
+    use super::schema::ColType as T;
+    let legal = col.ty == to
+        || matches!(
+            (col.ty, to),
+            (T::Int64, T::Numeric | T::BigNumeric | T::Float64) | (T::Numeric, T::BigNumeric | T::Float64)
+        );
+    if !legal {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalidQuery",
+            format!("ALTER TABLE ALTER COLUMN SET DATA TYPE requires that the existing column type ({}) is assignable to the new type ({})", col.ty.name(), to.name()),
+        );
+    }
+    if col.ty != to {
+        col.ty = to;
+        tab.schema_version += 1;
+        tab.etag = etag();
+        tab.modified_ms = now_ms();
+    }
+    Json(serde_json::json!({
+        "kind": "bigquery#queryResponse",
+        "jobReference": {"projectId": project, "jobId": format!("refsink_{}", now_ms())},
+        "jobComplete": true,
+        "statementType": "ALTER_TABLE",
+        "schema": {"fields": []},
+        "rows": [],
+        "totalRows": "0"
+    }))
+    .into_response()
+}
+
+/// `(project.dataset.table, column, type)` of an ALTER COLUMN SET DATA TYPE statement.
+fn parse_alter_column(sql: &str) -> Option<(String, String, super::schema::ColType)> {
+    let words: Vec<String> = sql.split_whitespace().map(|w| w.trim_end_matches(';').to_owned()).collect();
+    let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+    let expect = ["ALTER", "TABLE", "", "ALTER", "COLUMN", "", "SET", "DATA", "TYPE", ""];
+    if words.len() != expect.len() {
+        return None;
+    }
+    for (w, e) in upper.iter().zip(expect) {
+        if !e.is_empty() && w != e {
+            return None;
+        }
+    }
+    let unquote = |s: &str| s.trim_matches('`').to_owned();
+    Some((unquote(&words[2]), unquote(&words[5]), super::schema::ColType::parse(&words[9])?))
 }

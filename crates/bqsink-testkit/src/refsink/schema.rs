@@ -40,7 +40,7 @@ pub(crate) enum ColType {
 
 impl ColType {
     /// Parses a REST type name, standard or legacy, ignoring case.
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s.to_ascii_uppercase().as_str() {
             "STRING" => Self::String,
             "BYTES" => Self::Bytes,
