@@ -32,6 +32,8 @@ Exit codes: 0 every row written; 2 some rows dead-lettered; 1 a fatal error; 130
 
 Examples:
   bqsink load --project my-proj --dataset analytics --table events --schema events.json events.ndjson
+  bqsink segment --project my-proj --dataset segment --dlq refused.ndjson events.ndjson
+  bqsink schema diff --project my-proj --dataset analytics --table events events.ndjson
   bqsink tables --project my-proj --dataset analytics
   bqsink health --project my-proj --dataset analytics --table events";
 

@@ -6,9 +6,10 @@
 //! lines whose shapes do not change.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use bqsink::{Endpoints, FieldType, PartitionType, RestClient, TableRef, Timestamp};
 use bqsink_schema::SegmentOptions;
@@ -304,4 +305,70 @@ async fn schema_diff_shows_additions_widenings_and_refusals_against_a_loaded_tab
     assert!(text.contains("\n+ score FLOAT64\n") && text.contains("\n+ active STRING\n"), "{text}");
     assert!(text.ends_with("5 columns to create, 0 refused\n"), "{text}");
     assert!(table_info(&emu, "diff", "nobody").await.is_none(), "diff creates nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_on_stdin_flushes_what_was_read_and_exits_130() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let dir = tmp_dir("sigint");
+    let dlq = dir.join("refused.ndjson");
+    let mut child = bqsink(&emu)
+        .args(["segment", "--project", PROJECT, "--dataset", "seg_sig", "--progress-interval", "0.3", "--dlq"])
+        .arg(&dlq)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bqsink starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // A slow producer: 15 rounds of 20 lines (one of them not JSON), 100 ms apart.
+    let mut id = 0;
+    for round in 0..15 {
+        let mut chunk = String::new();
+        for i in 0..20 {
+            id += 1;
+            if i == 7 {
+                chunk.push_str(&format!("{{\"type\":\"track\" {round}\n"));
+            } else {
+                chunk.push_str(&format!(
+                    r#"{{"type":"track","messageId":"m-{id}","userId":"u-{round}","event":"Tick","properties":{{"n":{id}}},"receivedAt":"2024-06-03T09:00:00Z"}}"#
+                ));
+                chunk.push('\n');
+            }
+        }
+        stdin.write_all(chunk.as_bytes()).expect("write");
+        stdin.flush().expect("flush");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Mid-load: input still open, more could come.
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
+    assert!(kill.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "bqsink did not stop after SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    child.stdout.take().expect("stdout").read_to_string(&mut out).expect("read stdout");
+    let mut err = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+    drop(stdin);
+    assert_eq!(status.code(), Some(130), "{out}{err}");
+    let last = out.lines().last().unwrap_or_default().to_owned();
+    assert!(last.ends_with("interrupted)"), "{last}");
+    let read: u64 = last
+        .strip_prefix("read ")
+        .and_then(|s| s.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a summary line: {last}"));
+    assert!(read > 0 && read <= 15 * (19 * 2 + 1), "{last}");
+    let stored = count(&emu, "seg_sig", "tracks").await + count(&emu, "seg_sig", "tick").await;
+    let dead = dead_letters(&dlq).len() as u64;
+    assert!(dead > 0, "{err}");
+    assert_eq!(stored + dead, read, "tables {stored} + dlq {dead} != read {read}: {last}\n{err}");
+    assert!(err.contains("bqsink: progress: read "), "{err}");
 }
