@@ -38,8 +38,6 @@ use crate::Error;
 
 /// How long a table's schema is trusted before it is read again.
 pub const DEFAULT_SCHEMA_TTL: Duration = Duration::from_secs(300);
-/// Connections shared by the default streams of all tables.
-pub const DEFAULT_POOL_SIZE: usize = 4;
 /// Times a schema change is re-planned after another writer changed the table first.
 const EVOLVE_ATTEMPTS: usize = 8;
 
@@ -617,7 +615,7 @@ impl DatasetWriterBuilder {
         };
         let limits =
             BatchLimits::default().with_max_rows(config.batch_size).with_max_inflight(config.max_concurrent_batches);
-        let router = Router::new(client, mode, self.pool_size.unwrap_or(DEFAULT_POOL_SIZE), limits, self.retry)
+        let router = Router::new(client, mode, self.pool_size.unwrap_or(bqsink_engine::pool::DEFAULT_POOL_SIZE), limits, self.retry)
             .with_shared(shared.clone())
             .with_dead_letters(self.dlq.clone());
         let timeout = Duration::from_millis(config.batch_timeout_ms);
