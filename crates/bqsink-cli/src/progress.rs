@@ -122,10 +122,17 @@ impl Reading {
 }
 
 /// The running display.
-#[derive(Debug)]
 pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Where the bar is when the counters stop updating it.
+    last: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress").field("bar", &self.bar.is_some()).finish()
+    }
 }
 
 impl Progress {
@@ -139,7 +146,7 @@ impl Progress {
         let dest: Weak<dyn Watch> = dest;
         let started = Instant::now();
         match style {
-            Style::Quiet => Self { bar: None, task: None },
+            Style::Quiet => Self { bar: None, task: None, last: None },
             Style::Bar => {
                 let bar = match total {
                     Some(Total::Bytes(t) | Total::Rows(t)) => {
@@ -156,6 +163,10 @@ impl Progress {
                 };
                 bar.enable_steady_tick(Duration::from_millis(100));
                 let shown = bar.clone();
+                let last: Box<dyn Fn() -> u64 + Send + Sync> = {
+                    let (counters, dest) = (counters.clone(), dest.clone());
+                    Box::new(move || Reading::take(&counters, &dest).map_or(0, |r| r.position(total)))
+                };
                 let task = tokio::spawn(async move {
                     let mut tick = tokio::time::interval(BAR_REFRESH);
                     loop {
@@ -171,7 +182,7 @@ impl Progress {
                         ));
                     }
                 });
-                Self { bar: Some(bar), task: Some(task) }
+                Self { bar: Some(bar), task: Some(task), last: Some(last) }
             }
             Style::Lines(every) => {
                 let task = tokio::spawn(async move {
@@ -190,7 +201,7 @@ impl Progress {
                         );
                     }
                 });
-                Self { bar: None, task: Some(task) }
+                Self { bar: None, task: Some(task), last: None }
             }
         }
     }
@@ -203,10 +214,13 @@ impl Progress {
         }
     }
 
-    /// Replaces the bar's message (the counters stop updating).
+    /// Replaces the bar's message (the counters stop updating; the bar shows where they got).
     pub(crate) fn set_message(&self, message: &str) {
         if let (Some(bar), Some(task)) = (&self.bar, &self.task) {
             task.abort();
+            if let Some(last) = &self.last {
+                bar.set_position(last());
+            }
             bar.set_message(message.to_owned());
         }
     }
