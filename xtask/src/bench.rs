@@ -34,6 +34,7 @@ struct Plan {
     emulator_rows: u64,
     batch_sizes: &'static [usize],
     workers: &'static [u64],
+    encoders: &'static [usize],
     criterion_args: &'static [&'static str],
 }
 
@@ -45,6 +46,7 @@ const FULL: Plan = Plan {
     emulator_rows: 200_000,
     batch_sizes: &[100, 500, 1_000, 5_000, 10_000],
     workers: &[1, 2, 4, 8],
+    encoders: &[1, 2, 4],
     criterion_args: &["--warm-up-time", "1", "--measurement-time", "4"],
 };
 
@@ -56,6 +58,7 @@ const QUICK: Plan = Plan {
     emulator_rows: 20_000,
     batch_sizes: &[100, 1_000, 10_000],
     workers: &[1, 4],
+    encoders: &[1, 4],
     criterion_args: &["--warm-up-time", "0.5", "--measurement-time", "1"],
 };
 
@@ -111,8 +114,8 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
 
     let mut sink = FastSink::start(&paths.fastsink)?;
     let mut e2e = Vec::new();
-    let headline = client(&paths, &mut sink, Client::Bqsink { batch: None, workers: 1 }, plan.rows)?;
-    let large = client(&paths, &mut sink, Client::Bqsink { batch: None, workers: 1 }, plan.rows_large)?;
+    let headline = client(&paths, &mut sink, Client::Bqsink(Bq::default()), plan.rows)?;
+    let large = client(&paths, &mut sink, Client::Bqsink(Bq::default()), plan.rows_large)?;
     let python = client(&paths, &mut sink, Client::Python { batch: peer_batch() }, plan.python_rows)?;
     let rust_peer = client(&paths, &mut sink, Client::RustPeer { batch: peer_batch() }, plan.rows)?;
     // The caller's share of the client's CPU: making and dropping the same rows, no writing.
@@ -129,11 +132,21 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     );
     let mut by_batch = Vec::new();
     for &b in plan.batch_sizes {
-        by_batch.push(client(&paths, &mut sink, Client::Bqsink { batch: Some(b), workers: 1 }, plan.rows)?);
+        by_batch.push(client(&paths, &mut sink, Client::Bqsink(Bq { batch: Some(b), ..Bq::default() }), plan.rows)?);
     }
+    let mut by_encoders = Vec::new();
+    for &e in plan.encoders {
+        by_encoders.push(client(
+            &paths,
+            &mut sink,
+            Client::Bqsink(Bq { encoders: Some(e), ..Bq::default() }),
+            plan.rows,
+        )?);
+    }
+    let per_row = client(&paths, &mut sink, Client::Bqsink(Bq { per_row: true, ..Bq::default() }), plan.rows)?;
     let mut by_workers = Vec::new();
     for &w in plan.workers {
-        by_workers.push(client(&paths, &mut sink, Client::Bqsink { batch: None, workers: w }, plan.rows)?);
+        by_workers.push(client(&paths, &mut sink, Client::Bqsink(Bq { workers: w, ..Bq::default() }), plan.rows)?);
     }
     sink.stop();
     e2e.push(headline.clone());
@@ -171,6 +184,8 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
         "rust_peer": rust_peer,
         "by_batch_size": by_batch,
         "by_workers": by_workers,
+        "by_encoders": by_encoders,
+        "e2e_write_per_row": per_row,
         "emulator": emulator_runs,
         "build_s": built,
     });
@@ -322,9 +337,25 @@ impl FastSink {
     }
 }
 
+/// A bqsink run: `workers` destinations; `encoders` encoding threads each (`None`: the
+/// default); `per_row`: `write()` per row instead of `write_stream`.
+#[derive(Clone, Copy, Debug)]
+struct Bq {
+    batch: Option<usize>,
+    workers: u64,
+    encoders: Option<usize>,
+    per_row: bool,
+}
+
+impl Default for Bq {
+    fn default() -> Self {
+        Bq { batch: None, workers: 1, encoders: None, per_row: false }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Client {
-    Bqsink { batch: Option<usize>, workers: u64 },
+    Bqsink(Bq),
     Python { batch: usize },
     RustPeer { batch: usize },
 }
@@ -332,7 +363,7 @@ enum Client {
 impl Client {
     fn name(self) -> &'static str {
         match self {
-            Client::Bqsink { .. } => "bqsink",
+            Client::Bqsink(_) => "bqsink",
             Client::Python { .. } => "python",
             Client::RustPeer { .. } => "rust_peer",
         }
@@ -342,7 +373,7 @@ impl Client {
         let mut cmd = Command::new(&p.python);
         cmd.arg(&p.measure).args(["--", "taskset", "-c", "0"]);
         match self {
-            Client::Bqsink { batch, workers } => {
+            Client::Bqsink(Bq { batch, workers, encoders, per_row }) => {
                 cmd.arg(&p.e2e).env("BIGQUERY_EMULATOR_HOST", rest).env("BIGQUERY_STORAGE_EMULATOR_HOST", grpc).args([
                     "--rows",
                     &rows.to_string(),
@@ -354,6 +385,10 @@ impl Client {
                 if let Some(b) = batch {
                     cmd.args(["--batch-size", &b.to_string()]);
                 }
+                if let Some(e) = encoders {
+                    cmd.args(["--encoders", &e.to_string()]);
+                }
+                cmd.args(["--api", if per_row { "write" } else { "stream" }]);
             }
             Client::Python { batch } => {
                 cmd.arg(&p.python).arg(p.root.join("xtask/bench/python_peer.py")).args([
@@ -402,16 +437,19 @@ fn client(p: &Paths, sink: &mut FastSink, c: Client, rows: u64) -> anyhow::Resul
     r["sink_requests"] = json!(delta("requests"));
     r["sink_row_bytes"] = json!(delta("row_bytes"));
     r["mb_per_s"] = json!(delta("row_bytes") as f64 / 1e6 / wall);
-    if let Client::Bqsink { batch, workers } = c {
+    if let Client::Bqsink(Bq { batch, workers, encoders, .. }) = c {
         r["batch_size"] = json!(batch);
         r["workers"] = json!(workers);
+        r["encoders"] = json!(encoders);
     }
     eprintln!(
-        "{:>9} {:>9} rows  batch {:>6}  workers {}: {:>10.0} rows/s  {:>6.3} CPU s per 1M rows  peak RSS {:>6.1} MiB",
+        "{:>9} {:>9} rows  {:>12}  batch {:>7}  workers {}  encoders {:>7}: {:>10.0} rows/s  {:>6.3} CPU s per 1M rows  peak RSS {:>6.1} MiB",
         c.name(),
         rows,
+        r["api"].as_str().unwrap_or("-"),
         r["batch_size"].as_u64().map_or("default".to_owned(), |b| b.to_string()),
         r["workers"].as_u64().unwrap_or(1),
+        r["encoders"].as_u64().map_or("default".to_owned(), |b| b.to_string()),
         r["rows_per_s"].as_f64().unwrap_or(f64::NAN),
         r["cpu_s_per_million_rows"].as_f64().unwrap_or(f64::NAN),
         r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
@@ -458,7 +496,9 @@ fn emulator_runs(p: &Paths, plan: &Plan) -> anyhow::Result<Value> {
     let rows = plan.emulator_rows;
     let table = "emulator_rows";
     let mut result = json!({ "rows_each": rows, "batch_size": EMULATOR_BATCH });
-    for c in [Client::Bqsink { batch: Some(EMULATOR_BATCH), workers: 1 }, Client::Python { batch: EMULATOR_BATCH }] {
+    for c in
+        [Client::Bqsink(Bq { batch: Some(EMULATOR_BATCH), ..Bq::default() }), Client::Python { batch: EMULATOR_BATCH }]
+    {
         let r = measured(c.command(p, &grpc, &rest, rows, table), c.name())?;
         eprintln!(
             "{:>9} → bqemulator {rows} rows: {:>8.0} rows/s, client CPU {:.2} s",

@@ -95,7 +95,8 @@ fn panels(s: &Value) -> Vec<Panel> {
     let e2e = &s["e2e"][0];
     let cpu_note = |r: &Value| format!("{:.2} CPU s / 1M rows", num(&r["cpu_s_per_million_rows"]));
     let clients = [
-        ("bqsink (Destination)", e2e),
+        ("bqsink: Destination::write_stream", e2e),
+        ("bqsink: Destination::write per row", &s["e2e_write_per_row"]),
         ("Rust peer: google-cloud-bigquery 0.15", &s["rust_peer"]),
         ("Python: google-cloud-bigquery-storage", &s["python"]),
     ];
@@ -127,12 +128,17 @@ fn panels(s: &Value) -> Vec<Panel> {
         bars: by("by_batch_size", &|r| format!("batch {}", num(&r["batch_size"]))),
         unit: Unit::RowsPerSecond,
     };
-    let workers = Panel {
-        title: "bqsink rows/s by workers (destinations, one connection each, on one core)".into(),
-        bars: by("by_workers", &|r| format!("{} worker(s)", num(&r["workers"]))),
+    let encoders = Panel {
+        title: "bqsink rows/s by encoding threads (worker_count; write_stream, on one core)".into(),
+        bars: by("by_encoders", &|r| format!("{} encoding thread(s)", num(&r["encoders"]))),
         unit: Unit::RowsPerSecond,
     };
-    let mut out = vec![peers, cpu, batches, workers];
+    let workers = Panel {
+        title: "bqsink rows/s by connections (destinations writing side by side, on one core)".into(),
+        bars: by("by_workers", &|r| format!("{} connection(s)", num(&r["workers"]))),
+        unit: Unit::RowsPerSecond,
+    };
+    let mut out = vec![peers, cpu, batches, encoders, workers];
     if s["emulator"].is_object() {
         let em = &s["emulator"];
         out.push(Panel {

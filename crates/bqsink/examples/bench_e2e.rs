@@ -3,12 +3,16 @@
 //! `BIGQUERY_STORAGE_EMULATOR_HOST`, then prints one JSON line with what it did.
 //!
 //! ```text
-//! bench_e2e [--rows N] [--batch-size B] [--workers W] [--project P] [--dataset D] [--table T]
+//! bench_e2e [--rows N] [--api stream|write] [--batch-size B] [--encoders E] [--workers W]
+//!           [--project P] [--dataset D] [--table T]
 //! bench_e2e --build-only [--rows N]
 //! ```
 //!
-//! `--workers W` runs W destinations (one AppendRows connection each) side by side, each writing
-//! its share of the rows. Without `--batch-size` the destination keeps its default. Rows are made
+//! `--api stream` (the default) hands the rows to `Destination::write_stream`, which encodes them
+//! on the destination's encoding threads (`--encoders`, the builder's `worker_count`); `--api
+//! write` calls `Destination::write` once per row. `--workers W` runs W destinations (one
+//! AppendRows connection each) side by side, each writing its share of the rows. Options not
+//! given keep the destination's defaults. Rows are made
 //! as they are written, so memory shows the client's own footprint. `cargo xtask bench` runs this
 //! under a CPU and memory meter; see the README's "Benchmarks". `--build-only` makes and drops
 //! the rows without writing them: the part of the client's CPU that is the caller's own.
@@ -19,10 +23,13 @@ use std::time::Instant;
 
 use bqsink::{Destination, Summary};
 use bqsink_testkit::rows::{twelve_column_schema, typed_row};
+use futures::StreamExt as _;
 
 struct Args {
     rows: u64,
     batch_size: Option<usize>,
+    encoders: Option<usize>,
+    per_row: bool,
     workers: u64,
     project: String,
     dataset: String,
@@ -34,6 +41,8 @@ fn args() -> anyhow::Result<Args> {
     let mut a = Args {
         rows: 1_000_000,
         batch_size: None,
+        encoders: None,
+        per_row: false,
         workers: 1,
         project: "bench".into(),
         dataset: "bench".into(),
@@ -46,6 +55,14 @@ fn args() -> anyhow::Result<Args> {
         match flag.as_str() {
             "--rows" => a.rows = value()?.parse()?,
             "--batch-size" => a.batch_size = Some(value()?.parse()?),
+            "--encoders" => a.encoders = Some(value()?.parse()?),
+            "--api" => {
+                a.per_row = match value()?.as_str() {
+                    "write" => true,
+                    "stream" => false,
+                    other => anyhow::bail!("--api is stream or write, not {other}"),
+                }
+            }
             "--workers" => a.workers = value()?.parse::<u64>()?.max(1),
             "--project" => a.project = value()?,
             "--dataset" => a.dataset = value()?,
@@ -95,6 +112,9 @@ async fn main() -> anyhow::Result<()> {
         if let Some(n) = a.batch_size {
             b = b.batch_size(n);
         }
+        if let Some(n) = a.encoders {
+            b = b.worker_count(n);
+        }
         destinations.push(b.build().await?);
     }
     let setup_s = started.elapsed().as_secs_f64();
@@ -104,9 +124,15 @@ async fn main() -> anyhow::Result<()> {
     for (k, dest) in destinations.into_iter().enumerate() {
         let k = k as u64;
         let (from, to) = (a.rows * k / a.workers, a.rows * (k + 1) / a.workers);
+        let per_row = a.per_row;
         tasks.push(tokio::spawn(async move {
-            for i in from..to {
-                dest.write(typed_row(i as i64)).await?;
+            if per_row {
+                for i in from..to {
+                    dest.write(typed_row(i as i64)).await?;
+                }
+            } else {
+                let report = dest.write_stream(futures::stream::iter(from..to).map(|i| typed_row(i as i64))).await?;
+                anyhow::ensure!(report.errors.is_empty(), "rows refused: {:?}", report.errors.first());
             }
             anyhow::Ok(dest.close().await?)
         }));
@@ -131,6 +157,8 @@ async fn main() -> anyhow::Result<()> {
             "bytes_written": total.bytes_written,
             "retries": total.retries,
             "workers": a.workers,
+            "encoders": a.encoders,
+            "api": if a.per_row { "write" } else { "write_stream" },
             "batch_size": a.batch_size,
             "setup_s": setup_s,
             "wall_s": wall_s,
