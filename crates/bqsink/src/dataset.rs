@@ -146,15 +146,21 @@ impl DatasetWriter {
     /// refused (and dead-lettered when a queue is set). `Err` only when BigQuery cannot take
     /// rows at all.
     pub async fn write(&self, table: &str, record: Record) -> Result<Option<RowError>, Error> {
+        self.write_at(table, record, None).await
+    }
+
+    /// [`DatasetWriter::write`] of the row at position `row` of the input, so a refusal (and
+    /// its dead letter) names it.
+    pub async fn write_at(&self, table: &str, record: Record, row: Option<u64>) -> Result<Option<RowError>, Error> {
         self.inner.rows_read.fetch_add(1, Ordering::Relaxed);
         let mut st = self.inner.state.lock().await;
         if let Err(refusal) = self.ensure_table(&mut st, table, &record).await {
             drop(st);
-            return self.refuse(table, refusal?, record).map(Some);
+            return self.refuse_at(table, row, refusal?, record).map(Some);
         }
         let Some(tref) = st.tables.get(table).map(|c| c.table.clone()) else {
             drop(st);
-            return self.refuse(table, RowError::new("", "the table is not known"), record).map(Some);
+            return self.refuse_at(table, row, RowError::new("", "the table is not known"), record).map(Some);
         };
         let refused = st.router.write(&tref, record).await?;
         self.adopt_reported_schema(&mut st, table).await?;
@@ -167,13 +173,13 @@ impl DatasetWriter {
             // The encoder is the judge of values that reconcile lets through.
             Decision::Fits => {
                 drop(st);
-                self.refuse(table, encode_error, record).map(Some)
+                self.refuse_at(table, row, encode_error, record).map(Some)
             }
             Decision::Conflict(conflicts) => {
                 drop(st);
                 let column = conflicts.first().map(|c| c.column.clone()).unwrap_or_default();
                 let message = conflicts.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-                self.refuse(table, RowError::new(column, message), record).map(Some)
+                self.refuse_at(table, row, RowError::new(column, message), record).map(Some)
             }
             Decision::Evolve(desired) => {
                 if !self.inner.auto {
@@ -181,14 +187,16 @@ impl DatasetWriter {
                     let message = format!(
                         "{encode_error}; the table needs a schema change and BIGQUERY_AUTO_TABLE_MANAGEMENT is false"
                     );
-                    return self.refuse(table, RowError::new(encode_error.column.clone(), message), record).map(Some);
+                    return self
+                        .refuse_at(table, row, RowError::new(encode_error.column.clone(), message), record)
+                        .map(Some);
                 }
                 self.evolve(&mut st, table, desired).await?;
                 match st.router.write(&tref, record).await? {
                     None => Ok(None),
                     Some((e, record)) => {
                         drop(st);
-                        self.refuse(table, e, record).map(Some)
+                        self.refuse_at(table, row, e, record).map(Some)
                     }
                 }
             }
@@ -315,6 +323,13 @@ impl DatasetWriter {
 
     fn table_ref(&self, table: &str) -> Result<TableRef, Error> {
         Ok(TableRef::new(&self.inner.project, &self.inner.dataset, table)?)
+    }
+
+    fn refuse_at(&self, table: &str, row: Option<u64>, mut e: RowError, record: Record) -> Result<RowError, Error> {
+        if row.is_some() {
+            e.row = row;
+        }
+        self.refuse(table, e, record)
     }
 
     fn refuse(&self, table: &str, e: RowError, record: Record) -> Result<RowError, Error> {
@@ -615,9 +630,15 @@ impl DatasetWriterBuilder {
         };
         let limits =
             BatchLimits::default().with_max_rows(config.batch_size).with_max_inflight(config.max_concurrent_batches);
-        let router = Router::new(client, mode, self.pool_size.unwrap_or(bqsink_engine::pool::DEFAULT_POOL_SIZE), limits, self.retry)
-            .with_shared(shared.clone())
-            .with_dead_letters(self.dlq.clone());
+        let router = Router::new(
+            client,
+            mode,
+            self.pool_size.unwrap_or(bqsink_engine::pool::DEFAULT_POOL_SIZE),
+            limits,
+            self.retry,
+        )
+        .with_shared(shared.clone())
+        .with_dead_letters(self.dlq.clone());
         let timeout = Duration::from_millis(config.batch_timeout_ms);
         let inner = Arc::new(Inner {
             project: config.project_id.clone(),

@@ -62,7 +62,7 @@ impl SegmentWriter {
     /// Writes one NDJSON line. A line that cannot become rows is dead-lettered whole.
     pub async fn write_line(&self, line: &str, line_no: u64) -> Result<PayloadOutcome, Error> {
         match self.rows_of_line(line, line_no) {
-            Ok(rows) => self.write_rows(rows).await,
+            Ok(rows) => self.write_rows_at(rows, Some(line_no)).await,
             Err(e) => {
                 let refused = self.writer.dead_letter_raw(Some(line_no), line, e.to_string())?;
                 Ok(PayloadOutcome { rows: 1, refused: vec![refused] })
@@ -83,10 +83,16 @@ impl SegmentWriter {
 
     /// Writes rows already made from payloads.
     pub async fn write_rows(&self, rows: Vec<SegmentRow>) -> Result<PayloadOutcome, Error> {
+        self.write_rows_at(rows, None).await
+    }
+
+    /// Writes the rows made from the input's line or payload at position `at` (as the caller
+    /// numbers them), so refusals and dead letters name it.
+    pub async fn write_rows_at(&self, rows: Vec<SegmentRow>, at: Option<u64>) -> Result<PayloadOutcome, Error> {
         let mut outcome = PayloadOutcome::default();
         for row in rows {
             outcome.rows += 1;
-            if let Some(e) = self.writer.write(&row.table, row.record).await? {
+            if let Some(e) = self.writer.write_at(&row.table, row.record, at).await? {
                 outcome.refused.push(e);
             }
         }

@@ -185,7 +185,7 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
                     break 'inputs;
                 }
                 let outcome = match p.rows {
-                    Ok(rows) => writer.write_rows(rows).await,
+                    Ok(rows) => writer.write_rows_at(rows, Some(p.at.index())).await,
                     Err(r) => refuse(&writer, p.at, r),
                 };
                 if let Err(e) = handle(outcome, p.at, &progress) {
@@ -209,7 +209,7 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
             let (at, outcome) = match line {
                 Line::Text(at, text) => {
                     let outcome = match writer.rows_of_line(&text, at.number) {
-                        Ok(rows) => writer.write_rows(rows).await,
+                        Ok(rows) => writer.write_rows_at(rows, Some(at.index())).await,
                         Err(e) => refuse(&writer, at, Refused { text, why: e.to_string() }),
                     };
                     (at, outcome)
