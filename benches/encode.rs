@@ -127,7 +127,7 @@ fn track_event(i: usize) -> String {
         ms = i % 1000,
         rev = (i % 10_000) as f64 / 100.0,
         items = i % 7,
-        gift = i % 2 == 0,
+        gift = i & 1 == 0,
     )
 }
 
