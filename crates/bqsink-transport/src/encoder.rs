@@ -29,6 +29,8 @@ pub struct RowEncoder {
     descriptor: RowDescriptor,
     unknown: UnknownFields,
     slots: Vec<u32>,
+    /// One row's message bytes, built here (appends inline) and copied to the batch at once.
+    scratch: Vec<u8>,
 }
 
 /// Breadcrumbs to a nested column, rendered only when an error needs them.
@@ -50,7 +52,7 @@ impl RowEncoder {
     /// An encoder for rows of this descriptor.
     pub fn new(descriptor: RowDescriptor) -> Self {
         let slots = vec![ABSENT; descriptor.slot_count()];
-        Self { descriptor, unknown: UnknownFields::default(), slots }
+        Self { descriptor, unknown: UnknownFields::default(), slots, scratch: Vec::with_capacity(256) }
     }
 
     /// The same encoder with another rule for unknown keys.
@@ -67,30 +69,36 @@ impl RowEncoder {
     /// Appends one row's message bytes (not length-prefixed) to `buf`. On error `buf` is left as
     /// it was and the error names the column.
     pub fn encode(&mut self, record: &Record, buf: &mut BytesMut) -> Result<(), RowError> {
-        let start = buf.len();
-        let root = Path { parent: None, name: "" };
-        let result = encode_message(self.descriptor.root(), &mut self.slots, self.unknown, record, buf, &root);
-        if result.is_err() {
-            buf.truncate(start);
-        }
-        result
+        self.encode_scratch(record)?;
+        buf.put_slice(&self.scratch);
+        Ok(())
     }
 
     /// Appends one row as a `ProtoRows.serialized_rows` entry (key, length, message) to `buf`.
+    /// On error `buf` is left as it was.
     pub fn encode_row_entry(&mut self, record: &Record, buf: &mut BytesMut) -> Result<(), RowError> {
-        let start = buf.len();
-        buf.put_u8(0x0A); // ProtoRows.serialized_rows = 1, length-delimited
-        let body = begin_len(buf);
-        match self.encode(record, buf) {
-            Ok(()) => {
-                end_len(buf, body);
-                Ok(())
-            }
-            Err(e) => {
-                buf.truncate(start);
-                Err(e)
-            }
+        self.encode_scratch(record)?;
+        let mut head = [0u8; 11];
+        head[0] = 0x0A; // ProtoRows.serialized_rows = 1, length-delimited
+        let mut n = 1;
+        let mut len = self.scratch.len() as u64;
+        while len >= 0x80 {
+            head[n] = (len as u8) | 0x80;
+            len >>= 7;
+            n += 1;
         }
+        head[n] = len as u8;
+        buf.reserve(n + 1 + self.scratch.len());
+        buf.put_slice(&head[..=n]);
+        buf.put_slice(&self.scratch);
+        Ok(())
+    }
+
+    /// Encodes the row's message into `self.scratch`.
+    fn encode_scratch(&mut self, record: &Record) -> Result<(), RowError> {
+        self.scratch.clear();
+        let root = Path { parent: None, name: "" };
+        encode_message(self.descriptor.root(), &mut self.slots, self.unknown, record, &mut self.scratch, &root)
     }
 }
 
@@ -99,7 +107,7 @@ fn encode_message(
     slots: &mut [u32],
     unknown: UnknownFields,
     record: &Record,
-    buf: &mut BytesMut,
+    buf: &mut Vec<u8>,
     path: &Path<'_>,
 ) -> Result<(), RowError> {
     let base = plan.slot_base;
@@ -142,7 +150,7 @@ fn encode_field(
     slots: &mut [u32],
     unknown: UnknownFields,
     value: &Value,
-    buf: &mut BytesMut,
+    buf: &mut Vec<u8>,
     path: &Path<'_>,
 ) -> Result<(), RowError> {
     match field.mode {
@@ -196,7 +204,7 @@ fn encode_one(
     slots: &mut [u32],
     unknown: UnknownFields,
     value: &Value,
-    buf: &mut BytesMut,
+    buf: &mut Vec<u8>,
     path: &Path<'_>,
 ) -> Result<(), RowError> {
     if let (WireKind::Message, Some(sub)) = (field.kind, field.message.as_ref()) {
@@ -211,6 +219,41 @@ fn encode_one(
         encode_message(sub, slots, unknown, record, buf, path)?;
         end_len(buf, body);
         return Ok(());
+    }
+    // The common case: the value already has the column's type and needs no check.
+    match (field.field_type, value) {
+        (FieldType::String, Value::String(s)) => {
+            field.tag.put(buf);
+            put_varint(buf, s.len() as u64);
+            buf.put_slice(s.as_bytes());
+            return Ok(());
+        }
+        (FieldType::Int64, Value::Int64(i)) => {
+            field.tag.put(buf);
+            put_varint(buf, *i as u64);
+            return Ok(());
+        }
+        (FieldType::Float64, Value::Float64(f)) => {
+            field.tag.put(buf);
+            buf.put_f64_le(*f);
+            return Ok(());
+        }
+        (FieldType::Bool, Value::Bool(b)) => {
+            field.tag.put(buf);
+            buf.put_u8(u8::from(*b));
+            return Ok(());
+        }
+        (FieldType::Timestamp, Value::Timestamp(t)) => {
+            field.tag.put(buf);
+            put_varint(buf, t.micros() as u64);
+            return Ok(());
+        }
+        (FieldType::Date, Value::Date(d)) => {
+            field.tag.put(buf);
+            put_varint(buf, i64::from(d.days()) as u64);
+            return Ok(());
+        }
+        _ => {}
     }
     let v = coerce(value, field.field_type, path)?;
     field.tag.put(buf);
@@ -236,7 +279,7 @@ fn coerce<'v>(value: &'v Value, ty: FieldType, path: &Path<'_>) -> Result<Cow<'v
 
 /// Writes a numeric value (varint or fixed64) without its key.
 #[inline]
-fn write_scalar_body(kind: WireKind, v: &Value, buf: &mut BytesMut) {
+fn write_scalar_body(kind: WireKind, v: &Value, buf: &mut Vec<u8>) {
     match (kind, v) {
         (WireKind::Int64, Value::Int64(i)) => put_varint(buf, *i as u64),
         (WireKind::Int64, Value::Timestamp(t)) => put_varint(buf, t.micros() as u64),
@@ -250,7 +293,7 @@ fn write_scalar_body(kind: WireKind, v: &Value, buf: &mut BytesMut) {
 
 /// Writes a length-delimited value (after its key) in canonical text or bytes.
 #[inline]
-fn write_len_value(v: &Value, buf: &mut BytesMut) {
+fn write_len_value(v: &Value, buf: &mut Vec<u8>) {
     let mut small = [0u8; 32];
     let bytes: &[u8] = match v {
         Value::String(s) | Value::Geography(s) | Value::Json(s) => s.as_bytes(),

@@ -15,13 +15,78 @@ pub(crate) const fn varint_len(v: u64) -> usize {
     bits.div_ceil(7)
 }
 
-#[inline]
-pub(crate) fn put_varint(buf: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        buf.put_u8((v as u8) | 0x80);
-        v >>= 7;
+/// Where wire bytes go: the batch buffer (`BytesMut`) or a row's scratch `Vec` (whose appends
+/// inline, which `BytesMut`'s do not).
+pub(crate) trait Out {
+    fn push_byte(&mut self, b: u8);
+    fn push_slice(&mut self, s: &[u8]);
+    fn written(&self) -> usize;
+    fn bytes_mut(&mut self) -> &mut [u8];
+    fn push_zeros(&mut self, n: usize);
+}
+
+impl Out for BytesMut {
+    #[inline]
+    fn push_byte(&mut self, b: u8) {
+        self.put_u8(b);
     }
-    buf.put_u8(v as u8);
+    #[inline]
+    fn push_slice(&mut self, s: &[u8]) {
+        self.put_slice(s);
+    }
+    #[inline]
+    fn written(&self) -> usize {
+        self.len()
+    }
+    #[inline]
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+    #[inline]
+    fn push_zeros(&mut self, n: usize) {
+        self.put_bytes(0, n);
+    }
+}
+
+impl Out for Vec<u8> {
+    #[inline]
+    fn push_byte(&mut self, b: u8) {
+        self.push(b);
+    }
+    #[inline]
+    fn push_slice(&mut self, s: &[u8]) {
+        self.extend_from_slice(s);
+    }
+    #[inline]
+    fn written(&self) -> usize {
+        self.len()
+    }
+    #[inline]
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+    #[inline]
+    fn push_zeros(&mut self, n: usize) {
+        self.resize(self.len() + n, 0);
+    }
+}
+
+#[inline]
+pub(crate) fn put_varint<B: Out>(buf: &mut B, mut v: u64) {
+    if v < 0x80 {
+        buf.push_byte(v as u8);
+        return;
+    }
+    // Built on the stack, appended with one capacity check.
+    let mut out = [0u8; 10];
+    let mut n = 0;
+    while v >= 0x80 {
+        out[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    out[n] = v as u8;
+    buf.push_slice(&out[..=n]);
 }
 
 /// The encoded key of a field, precomputed once per field.
@@ -45,42 +110,43 @@ impl Tag {
         Self { bytes, len: len as u8 + 1 }
     }
     #[inline]
-    pub(crate) fn put(&self, buf: &mut BytesMut) {
+    pub(crate) fn put<B: Out>(&self, buf: &mut B) {
         // Fields 1–15 have one-byte keys: the common case, without a memcpy call.
         if self.len == 1 {
-            buf.put_u8(self.bytes[0]);
+            buf.push_byte(self.bytes[0]);
         } else {
-            buf.put_slice(&self.bytes[..self.len as usize]);
+            buf.push_slice(&self.bytes[..self.len as usize]);
         }
     }
 }
 
 #[inline]
-pub(crate) fn put_len_bytes(buf: &mut BytesMut, tag: Tag, data: &[u8]) {
+pub(crate) fn put_len_bytes<B: Out>(buf: &mut B, tag: Tag, data: &[u8]) {
     tag.put(buf);
     put_varint(buf, data.len() as u64);
-    buf.put_slice(data);
+    buf.push_slice(data);
 }
 
 /// Reserves one byte for a length prefix; pair with [`end_len`].
 #[inline]
-pub(crate) fn begin_len(buf: &mut BytesMut) -> usize {
-    buf.put_u8(0);
-    buf.len()
+pub(crate) fn begin_len<B: Out>(buf: &mut B) -> usize {
+    buf.push_byte(0);
+    buf.written()
 }
 
 /// Writes the length of everything after `body_start` into the reserved byte, shifting the
 /// body right when the length needs more than one byte.
 #[inline]
-pub(crate) fn end_len(buf: &mut BytesMut, body_start: usize) {
-    let body_len = buf.len() - body_start;
+pub(crate) fn end_len<B: Out>(out: &mut B, body_start: usize) {
+    let body_len = out.written() - body_start;
     let n = varint_len(body_len as u64);
     if n == 1 {
-        buf[body_start - 1] = body_len as u8;
+        out.bytes_mut()[body_start - 1] = body_len as u8;
         return;
     }
     let extra = n - 1;
-    buf.put_bytes(0, extra);
+    out.push_zeros(extra);
+    let buf = out.bytes_mut();
     buf.copy_within(body_start..body_start + body_len, body_start + extra);
     let mut v = body_len as u64;
     let mut at = body_start - 1;
