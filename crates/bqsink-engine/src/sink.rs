@@ -155,7 +155,6 @@ impl std::ops::AddAssign for SinkStats {
 
 struct InFlight {
     request: AppendRequest,
-    records: Vec<Record>,
     ack: Option<AckFuture>,
     /// The circuit breaker's permission for the current attempt.
     permit: Option<Permit>,
@@ -181,7 +180,9 @@ pub struct TableSink {
     stream: Option<AppendStream>,
     encoder: RowEncoder,
     buf: BytesMut,
-    batch_records: Vec<Record>,
+    /// Rows in `buf`. Records are not kept once encoded: a row refused later is read back
+    /// from its bytes (see `bqsink_transport::decoder`).
+    batch_rows: usize,
     /// When the oldest row of the current batch was encoded.
     batch_started: Option<Instant>,
     limits: BatchLimits,
@@ -205,7 +206,7 @@ impl std::fmt::Debug for TableSink {
         f.debug_struct("TableSink")
             .field("table", &self.table)
             .field("mode", &self.mode)
-            .field("rows_in_batch", &self.batch_records.len())
+            .field("rows_in_batch", &self.batch_rows)
             .field("inflight", &self.inflight.len())
             .field("stats", &self.stats)
             .finish()
@@ -233,7 +234,7 @@ impl TableSink {
             stream: None,
             encoder: RowEncoder::new(descriptor),
             buf: BytesMut::new(),
-            batch_records: Vec::new(),
+            batch_rows: 0,
             batch_started: None,
             limits,
             budget: RetryBudget::new(&retry),
@@ -278,7 +279,7 @@ impl TableSink {
     /// Whether a `write` now could have to wait for acknowledgements (the batch is about to be
     /// sent and the in-flight bounds are reached): `try_write` callers answer "full" instead.
     pub fn would_wait(&self) -> bool {
-        let batch_full = self.batch_records.len() + 1 >= self.limits.max_rows;
+        let batch_full = self.batch_rows + 1 >= self.limits.max_rows;
         let inflight_full =
             self.inflight.len() >= self.limits.max_inflight || self.inflight_bytes() >= self.limits.max_inflight_bytes;
         (batch_full && inflight_full) || self.resync
@@ -322,7 +323,11 @@ impl TableSink {
         if let Err(e) = self.encoder.encode_row_entry(&record, &mut self.buf) {
             return Ok(Some((e, record)));
         }
-        self.place_row(row_start, record).await
+        match self.place_row(row_start).await? {
+            Some(e) => Ok(Some((e, record))),
+            // Encoded: the record is no longer needed (a refused row is read back from its bytes).
+            None => Ok(None),
+        }
     }
 
     /// Takes rows the encoding workers encoded (see [`crate::workers`]); returns the rows
@@ -332,11 +337,16 @@ impl TableSink {
         &mut self,
         chunk: crate::workers::EncodedRows,
     ) -> Result<Vec<(usize, RowError, Record)>, EngineError> {
-        let crate::workers::EncodedRows { descriptor, rows, ends, records, mut refused, positions } = chunk;
-        if records.is_empty() {
+        let crate::workers::EncodedRows { descriptor, rows, ends, mut refused, positions } = chunk;
+        if ends.is_empty() {
             return Ok(refused);
         }
         if !descriptor.same_as(self.encoder.descriptor()) {
+            // Encoded for a schema that changed since: read back and encoded again.
+            let records = match bqsink_transport::request::decode_entries(&descriptor, &rows) {
+                Ok(r) => r,
+                Err(e) => return Err(EngineError::Transport(e)),
+            };
             for (record, i) in records.into_iter().zip(positions) {
                 if let Some((e, r)) = self.write(record).await? {
                     refused.push((i, e, r));
@@ -345,30 +355,33 @@ impl TableSink {
             refused.sort_by_key(|r| r.0);
             return Ok(refused);
         }
-        if self.batch_records.is_empty() && rows.len() <= self.limits.max_bytes && records.len() <= self.limits.max_rows
-        {
+        if self.batch_rows == 0 && rows.len() <= self.limits.max_bytes && ends.len() <= self.limits.max_rows {
             // The common case: the chunk is the next request's body as it is, no copy.
             self.buf = rows;
-            self.batch_records = records;
+            self.batch_rows = ends.len();
             self.batch_started = Some(Instant::now());
-            if self.batch_records.len() >= self.limits.max_rows || self.buf.len() >= self.limits.max_bytes {
+            if self.batch_rows >= self.limits.max_rows || self.buf.len() >= self.limits.max_bytes {
                 self.send_buffered().await?;
             }
             return Ok(refused);
         }
         let mut start = 0;
-        let mut rest = records.into_iter().zip(ends).zip(positions);
-        while let Some(((record, end), i)) = rest.next() {
-            let row_start = self.buf.len();
-            self.buf.extend_from_slice(&rows[start..end]);
+        let mut rest = ends.into_iter().zip(positions);
+        while let Some((end, i)) = rest.next() {
+            let entry = start..end;
             start = end;
-            match self.place_row(row_start, record).await {
-                Ok(Some((e, r))) => refused.push((i, e, r)),
+            let row_start = self.buf.len();
+            self.buf.extend_from_slice(&rows[entry.clone()]);
+            match self.place_row(row_start).await {
+                Ok(Some(e)) => refused.push((i, e, decode_one(&descriptor, &rows[entry]))),
                 Ok(None) => {}
                 Err(e) => {
                     // The rows not yet placed are refused with the reason, never dropped.
                     let message = format!("not sent: {e}");
-                    for ((record, _), _) in rest {
+                    let mut from = start;
+                    for (end, _) in rest {
+                        let record = decode_one(&descriptor, &rows[from..end]);
+                        from = end;
                         self.refuse(RowError::new("", message.clone()), record)?;
                     }
                     return Err(e);
@@ -397,7 +410,7 @@ impl TableSink {
 
     /// Accepts the row just appended to the batch buffer at `row_start`: refuses it when it is
     /// over the request limit, cuts the batch into a request when it is full.
-    async fn place_row(&mut self, row_start: usize, record: Record) -> Result<Option<(RowError, Record)>, EngineError> {
+    async fn place_row(&mut self, row_start: usize) -> Result<Option<RowError>, EngineError> {
         let row_len = self.buf.len() - row_start;
         if row_len > MAX_REQUEST_BYTES - HEADER_RESERVE_BYTES {
             self.buf.truncate(row_start);
@@ -405,21 +418,17 @@ impl TableSink {
                 "",
                 format!("the row is {row_len} bytes encoded, over the AppendRows request limit of {MAX_REQUEST_BYTES} bytes"),
             );
-            return Ok(Some((e, record)));
+            return Ok(Some(e));
         }
-        if self.buf.len() > self.limits.max_bytes && !self.batch_records.is_empty() {
+        if self.buf.len() > self.limits.max_bytes && self.batch_rows > 0 {
             // This row would overflow the request: send the rows before it, keep it.
             let earlier = self.buf.split_to(row_start);
-            let fresh = Vec::with_capacity(self.batch_capacity());
-            let records = std::mem::replace(&mut self.batch_records, fresh);
+            let n = std::mem::replace(&mut self.batch_rows, 1);
             self.batch_started = Some(Instant::now());
-            let sent = self.send(earlier, records).await;
-            // The row is in the batch whatever became of the rows before it.
-            self.batch_records.push(record);
-            sent?;
+            self.send(earlier, n).await?;
             return self.send_if_full().await.map(|()| None);
         }
-        self.batch_records.push(record);
+        self.batch_rows += 1;
         if self.batch_started.is_none() {
             self.batch_started = Some(Instant::now());
         }
@@ -427,15 +436,10 @@ impl TableSink {
     }
 
     async fn send_if_full(&mut self) -> Result<(), EngineError> {
-        if self.batch_records.len() >= self.limits.max_rows || self.buf.len() >= self.limits.max_bytes {
+        if self.batch_rows >= self.limits.max_rows || self.buf.len() >= self.limits.max_bytes {
             self.send_buffered().await?;
         }
         Ok(())
-    }
-
-    fn batch_capacity(&self) -> usize {
-        // Small to start: thousands of tables each hold a batch; it grows as rows come.
-        self.limits.max_rows.min(64)
     }
 
     /// Sends what is buffered and waits for every acknowledgement. In Batch mode the rows are
@@ -490,7 +494,7 @@ impl TableSink {
 
     /// Rows encoded but not yet acknowledged.
     pub fn pending_rows(&self) -> usize {
-        self.batch_records.len() + self.inflight.iter().map(|f| f.records.len()).sum::<usize>()
+        self.batch_rows + self.inflight.iter().map(|f| f.request.row_count()).sum::<usize>()
     }
 
     /// Bytes of requests awaiting acknowledgement plus the batch being built.
@@ -530,14 +534,13 @@ impl TableSink {
     }
 
     async fn send_buffered(&mut self) -> Result<(), EngineError> {
-        if self.batch_records.is_empty() {
+        if self.batch_rows == 0 {
             return Ok(());
         }
         let rows = self.buf.split();
-        let fresh = Vec::with_capacity(self.batch_capacity());
-        let records = std::mem::replace(&mut self.batch_records, fresh);
+        let n = std::mem::take(&mut self.batch_rows);
         self.batch_started = None;
-        self.send(rows, records).await
+        self.send(rows, n).await
     }
 
     async fn stream_name(&mut self) -> Result<String, TransportError> {
@@ -557,24 +560,30 @@ impl TableSink {
         self.mode != WriteMode::Streaming
     }
 
-    #[tracing::instrument(level = "debug", name = "batch", skip_all, fields(table = %self.table, rows = records.len(), bytes = rows.len()))]
-    async fn send(&mut self, rows: BytesMut, records: Vec<Record>) -> Result<(), EngineError> {
-        let mut records = Some(records);
-        let result = self.send_inner(rows, &mut records).await;
-        if let (Err(e), Some(records)) = (&result, records.take()) {
+    #[tracing::instrument(level = "debug", name = "batch", skip_all, fields(table = %self.table, rows = n, bytes = rows.len()))]
+    async fn send(&mut self, rows: BytesMut, n: usize) -> Result<(), EngineError> {
+        let rows = rows.freeze();
+        let mut unsent = Some(rows.clone());
+        let result = self.send_inner(rows, n, &mut unsent).await;
+        if let (Err(e), Some(rows)) = (&result, unsent.take()) {
             // Failed before the request was queued: the rows are refused with the reason,
             // never dropped.
             let message = format!("not sent: {e}");
-            for record in records {
+            let descriptor = self.encoder.descriptor().clone();
+            for record in decode_all(&descriptor, &rows) {
                 self.refuse(RowError::new("", message.clone()), record)?;
             }
         }
         result
     }
 
-    /// Sends one request; `records` is taken once the request is queued in flight.
-    async fn send_inner(&mut self, rows: BytesMut, records: &mut Option<Vec<Record>>) -> Result<(), EngineError> {
-        let n = records.as_ref().map_or(0, Vec::len);
+    /// Sends one request; `unsent` is cleared once the request is queued in flight.
+    async fn send_inner(
+        &mut self,
+        rows: bytes::Bytes,
+        n: usize,
+        unsent: &mut Option<bytes::Bytes>,
+    ) -> Result<(), EngineError> {
         // After a connection died, or offsets went stale, the requests in flight are settled
         // first and in order: a newer request must never reach the stream before them.
         let stale = self.inflight.front().is_some_and(|f| f.generation < self.generation);
@@ -600,7 +609,7 @@ impl TableSink {
         let probe = permit.is_probe();
         let name = self.stream_name().await?;
         let offset = self.uses_offsets().then_some(self.next_offset);
-        let request = AppendRequest::new(&name, self.encoder.descriptor(), rows.freeze(), n, offset)?;
+        let request = AppendRequest::new(&name, self.encoder.descriptor(), rows, n, offset)?;
         if offset.is_some() {
             self.next_offset += n as i64;
         }
@@ -614,14 +623,8 @@ impl TableSink {
                 (None, 0)
             }
         };
-        self.inflight.push_back(InFlight {
-            request,
-            records: records.take().unwrap_or_default(),
-            ack,
-            permit: Some(permit),
-            generation,
-            sent_at: Instant::now(),
-        });
+        *unsent = None;
+        self.inflight.push_back(InFlight { request, ack, permit: Some(permit), generation, sent_at: Instant::now() });
         if probe {
             self.settle_all().await?;
         }
@@ -701,9 +704,9 @@ impl TableSink {
     }
 
     /// Waits for one request's outcome and deals with every failure (see the module docs).
-    #[tracing::instrument(level = "debug", name = "request", skip_all, fields(table = %self.table, rows = first.records.len(), offset = ?first.request.offset()))]
+    #[tracing::instrument(level = "debug", name = "request", skip_all, fields(table = %self.table, rows = first.request.row_count(), offset = ?first.request.offset()))]
     async fn settle(&mut self, first: InFlight) -> Result<(), EngineError> {
-        let (rows, bytes) = (first.records.len() as u64, first.request.encoded_len() as u64);
+        let (rows, bytes) = (first.request.row_count() as u64, first.request.encoded_len() as u64);
         let mut work = VecDeque::from([first]);
         let result = self.settle_work(&mut work).await;
         if let Err(e) = &result {
@@ -711,7 +714,7 @@ impl TableSink {
             // they are dead-lettered with the reason, and the caller hears about the failure.
             let message = format!("not written after retries: {e}");
             for f in work.drain(..) {
-                for record in f.records {
+                for record in decode_request(&f.request) {
                     self.refuse(RowError::new("", message.clone()), record)?;
                 }
             }
@@ -781,25 +784,19 @@ impl TableSink {
                 Err(TransportError::Append { rejected, message, .. }) if !rejected.is_empty() => {
                     let bad: std::collections::BTreeMap<usize, String> =
                         rejected.into_iter().map(|r| (r.index as usize, r.message)).collect();
-                    let good: Vec<usize> = (0..f.records.len()).filter(|i| !bad.contains_key(i)).collect();
+                    let good: Vec<usize> = (0..f.request.row_count()).filter(|i| !bad.contains_key(i)).collect();
                     debug!(table = %self.table, refused = bad.len(), %message, "rows refused; resending the others");
                     let subset = match f.request.subset(&good, offset.map(|_| self.acked_end)) {
                         Ok(r) => r,
                         Err(e) => return Err((e.into(), f)),
                     };
-                    let mut keep = Vec::with_capacity(good.len());
-                    for (i, record) in std::mem::take(&mut f.records).into_iter().enumerate() {
-                        match bad.get(&i) {
-                            Some(m) => {
-                                if let Err(e) = self.refuse(RowError::new(column_of(m), m.clone()), record) {
-                                    return Err((e, f));
-                                }
-                            }
-                            None => keep.push(record),
+                    for (&i, m) in &bad {
+                        let record = f.request.decode_row(i).unwrap_or_else(|e| undecodable(&e));
+                        if let Err(e) = self.refuse(RowError::new(column_of(m), m.clone()), record) {
+                            return Err((e, f));
                         }
                     }
-                    f.records = keep;
-                    if f.records.is_empty() {
+                    if good.is_empty() {
                         return Ok(());
                     }
                     if self.uses_offsets() {
@@ -815,8 +812,8 @@ impl TableSink {
                     if self.uses_offsets() {
                         self.resync = true;
                     }
-                    if f.records.len() == 1 {
-                        let record = f.records.pop().unwrap_or_default();
+                    if f.request.row_count() == 1 {
+                        let record = f.request.decode_row(0).unwrap_or_else(|e| undecodable(&e));
                         let message = error_message(&e);
                         let mut column = column_of(&message);
                         if column.is_empty() {
@@ -825,7 +822,7 @@ impl TableSink {
                         return self.refuse(RowError::new(column, message), record).map_err(|e| (e, f));
                     }
                     // Bisect: the halves go first, in order, at the stream's end.
-                    let n = f.records.len();
+                    let n = f.request.row_count();
                     let halves = (
                         f.request.subset(&(0..n / 2).collect::<Vec<_>>(), offset),
                         f.request.subset(&(n / 2..n).collect::<Vec<_>>(), offset),
@@ -834,19 +831,11 @@ impl TableSink {
                         (Ok(a), Ok(b)) => (a, b),
                         (Err(e), _) | (_, Err(e)) => return Err((e.into(), f)),
                     };
-                    let mut second_records = std::mem::take(&mut f.records);
-                    let first_records: Vec<Record> = second_records.drain(..n / 2).collect();
                     debug!(table = %self.table, rows = n, error = %e, "request refused for its data; bisecting");
-                    let half = |request, records| InFlight {
-                        request,
-                        records,
-                        ack: None,
-                        permit: None,
-                        generation: 0,
-                        sent_at: Instant::now(),
-                    };
-                    work.push_front(half(second_req, second_records));
-                    work.push_front(half(first_req, first_records));
+                    let half =
+                        |request| InFlight { request, ack: None, permit: None, generation: 0, sent_at: Instant::now() };
+                    work.push_front(half(second_req));
+                    work.push_front(half(first_req));
                     return Ok(());
                 }
                 Err(e) => {
@@ -861,7 +850,7 @@ impl TableSink {
                     self.shared.metrics.record_retry();
                     warn!(table = %self.table, attempt, error = %e, "append failed; retrying in {wait:?}");
                     if !self.uses_offsets() {
-                        self.stats.rows_resent_ambiguous += f.records.len() as u64;
+                        self.stats.rows_resent_ambiguous += f.request.row_count() as u64;
                     }
                     tokio::time::sleep(wait).await;
                     attempt += 1;
@@ -911,7 +900,7 @@ impl TableSink {
     }
 
     fn acknowledged(&mut self, f: &InFlight) {
-        let rows = f.records.len() as u64;
+        let rows = f.request.row_count() as u64;
         self.shared.metrics.record_batch(rows, f.request.encoded_len() as u64, f.sent_at.elapsed());
         self.stats.rows_written += rows;
         self.stats.bytes_written += f.request.encoded_len() as u64;
@@ -935,6 +924,33 @@ impl TableSink {
             }
         }
     }
+}
+
+/// One encoded row (a `serialized_rows` entry) read back; see [`undecodable`].
+fn decode_one(descriptor: &bqsink_transport::RowDescriptor, entry: &[u8]) -> Record {
+    match bqsink_transport::request::decode_entries(descriptor, entry) {
+        Ok(mut rows) if rows.len() == 1 => rows.pop().unwrap_or_default(),
+        Ok(rows) => undecodable(&format!("{} rows in one entry", rows.len())),
+        Err(e) => undecodable(&e),
+    }
+}
+
+/// Every row of a batch's bytes read back, or one placeholder per row that cannot be.
+fn decode_all(descriptor: &bqsink_transport::RowDescriptor, rows: &[u8]) -> Vec<Record> {
+    bqsink_transport::request::decode_entries(descriptor, rows).unwrap_or_else(|e| vec![undecodable(&e)])
+}
+
+fn decode_request(request: &AppendRequest) -> Vec<Record> {
+    match request.decode_rows() {
+        Ok(rows) => rows,
+        Err(e) => (0..request.row_count()).map(|_| undecodable(&e)).collect(),
+    }
+}
+
+/// A row whose bytes cannot be read back (a bug, not bad data): kept as a record that says so,
+/// so the row is still counted and reported.
+pub(crate) fn undecodable(e: &dyn std::fmt::Display) -> Record {
+    Record::new().with("_bqsink_undecodable_row", e.to_string())
 }
 
 /// Whether a failure means "these rows cannot be stored" rather than "try again".

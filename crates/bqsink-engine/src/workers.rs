@@ -24,10 +24,9 @@ pub struct EncodedRows {
     pub(crate) descriptor: RowDescriptor,
     /// `ProtoRows.serialized_rows` entries, one after the other.
     pub(crate) rows: BytesMut,
-    /// End offset in `rows` of each encoded row.
+    /// End offset in `rows` of each encoded row. The records themselves are dropped once
+    /// encoded, on the worker: a row refused later is read back from its bytes.
     pub(crate) ends: Vec<usize>,
-    /// The encoded rows' records, aligned with `ends`, kept for resends and dead letters.
-    pub(crate) records: Vec<Record>,
     /// Rows the encoder refused: their position in the chunk, why, and the record.
     pub(crate) refused: Vec<(usize, RowError, Record)>,
     /// Position in the chunk of each encoded row.
@@ -37,12 +36,12 @@ pub struct EncodedRows {
 impl EncodedRows {
     /// Rows encoded.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.ends.len()
     }
 
     /// Whether no row was encoded.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.ends.is_empty()
     }
 
     /// Bytes of encoded rows.
@@ -56,8 +55,12 @@ impl EncodedRows {
     }
 
     /// Every record of the chunk, encoded or not, with its position in the chunk, in order.
+    /// Encoded rows are read back from their bytes.
     pub fn into_records(self) -> Vec<(usize, Record)> {
-        let mut all: Vec<(usize, Record)> = self.positions.into_iter().zip(self.records).collect();
+        let n = self.positions.len();
+        let decoded = bqsink_transport::request::decode_entries(&self.descriptor, &self.rows)
+            .unwrap_or_else(|e| (0..n).map(|_| crate::sink::undecodable(&e)).collect());
+        let mut all: Vec<(usize, Record)> = self.positions.into_iter().zip(decoded).collect();
         all.extend(self.refused.into_iter().map(|(i, _, r)| (i, r)));
         all.sort_by_key(|(i, _)| *i);
         all
@@ -77,7 +80,6 @@ pub fn encode_rows(encoder: &mut RowEncoder, records: Vec<Record>) -> EncodedRow
         descriptor: encoder.descriptor().clone(),
         rows: BytesMut::with_capacity(n.saturating_mul(64)),
         ends: Vec::with_capacity(n),
-        records: Vec::with_capacity(n),
         refused: Vec::new(),
         positions: Vec::with_capacity(n),
     };
@@ -85,7 +87,6 @@ pub fn encode_rows(encoder: &mut RowEncoder, records: Vec<Record>) -> EncodedRow
         match encoder.encode_row_entry(&record, &mut out.rows) {
             Ok(()) => {
                 out.ends.push(out.rows.len());
-                out.records.push(record);
                 out.positions.push(i);
             }
             Err(e) => out.refused.push((i, e, record)),

@@ -4,6 +4,7 @@
 pub mod append;
 pub mod auth;
 pub(crate) mod codec;
+pub mod decoder;
 pub mod descriptor;
 pub mod encoder;
 pub mod endpoint;
@@ -14,6 +15,7 @@ pub(crate) mod wire;
 
 pub use append::{AckFuture, AppendAck, AppendStream, StreamKind, WriteClient, WriteStreamInfo};
 pub use auth::Auth;
+pub use decoder::decode_row;
 pub use descriptor::RowDescriptor;
 pub use encoder::{RowEncoder, UnknownFields};
 pub use endpoint::Endpoints;

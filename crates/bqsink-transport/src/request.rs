@@ -5,6 +5,7 @@
 //! batch's `ProtoRows.serialized_rows` entries exactly as the encoder wrote them. The header's
 //! lengths are computed from the row bytes' length, so the rows are never re-encoded.
 
+use bqsink_core::Record;
 use bytes::{Bytes, BytesMut};
 
 use crate::descriptor::RowDescriptor;
@@ -101,38 +102,21 @@ impl AppendRequest {
         Self::new(&self.write_stream, &self.descriptor, bytes, rows.len(), offset)
     }
 
+    /// Every row of the request read back into a record (for dead letters), in order.
+    pub fn decode_rows(&self) -> Result<Vec<Record>, TransportError> {
+        decode_entries(&self.descriptor, &self.rows)
+    }
+
+    /// One row of the request read back into a record.
+    pub fn decode_row(&self, i: usize) -> Result<Record, TransportError> {
+        let spans = self.row_spans()?;
+        let span = spans.get(i).ok_or_else(|| TransportError::Protocol(format!("no row {i} in the request")))?;
+        crate::decoder::decode_row(&self.descriptor, entry_body(&self.rows[span.clone()])?)
+    }
+
     /// Byte ranges of each `serialized_rows` entry (key, length and message) in the row bytes.
     fn row_spans(&self) -> Result<Vec<std::ops::Range<usize>>, TransportError> {
-        let b = &self.rows[..];
-        let mut spans = Vec::with_capacity(self.row_count);
-        let mut at = 0;
-        while at < b.len() {
-            let start = at;
-            if b[at] != 0x0A {
-                return Err(TransportError::Protocol("row bytes are not ProtoRows entries".into()));
-            }
-            at += 1;
-            let mut len: usize = 0;
-            let mut shift = 0;
-            loop {
-                let byte = *b.get(at).ok_or_else(|| TransportError::Protocol("truncated row entry".into()))?;
-                at += 1;
-                len |= usize::from(byte & 0x7f) << shift;
-                if byte < 0x80 {
-                    break;
-                }
-                shift += 7;
-                if shift > 63 {
-                    return Err(TransportError::Protocol("bad row length".into()));
-                }
-            }
-            at += len;
-            if at > b.len() {
-                return Err(TransportError::Protocol("truncated row entry".into()));
-            }
-            spans.push(start..at);
-        }
-        Ok(spans)
+        entry_spans(&self.rows, self.row_count)
     }
 
     /// The descriptor the rows were encoded with.
@@ -164,6 +148,59 @@ impl AppendRequest {
         b.extend_from_slice(&self.rows);
         b.freeze()
     }
+}
+
+/// Byte ranges of each `serialized_rows` entry (key, length and message) in `b`.
+fn entry_spans(b: &[u8], expected: usize) -> Result<Vec<std::ops::Range<usize>>, TransportError> {
+    let mut spans = Vec::with_capacity(expected);
+    let mut at = 0;
+    while at < b.len() {
+        let start = at;
+        if b[at] != 0x0A {
+            return Err(TransportError::Protocol("row bytes are not ProtoRows entries".into()));
+        }
+        at += 1;
+        let mut len: usize = 0;
+        let mut shift = 0;
+        loop {
+            let byte = *b.get(at).ok_or_else(|| TransportError::Protocol("truncated row entry".into()))?;
+            at += 1;
+            len |= usize::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err(TransportError::Protocol("bad row length".into()));
+            }
+        }
+        at += len;
+        if at > b.len() {
+            return Err(TransportError::Protocol("truncated row entry".into()));
+        }
+        spans.push(start..at);
+    }
+    Ok(spans)
+}
+
+/// The message bytes of one `serialized_rows` entry (after its key and length).
+fn entry_body(entry: &[u8]) -> Result<&[u8], TransportError> {
+    let mut at = 1;
+    loop {
+        let byte = *entry.get(at).ok_or_else(|| TransportError::Protocol("truncated row entry".into()))?;
+        at += 1;
+        if byte < 0x80 {
+            return Ok(&entry[at..]);
+        }
+    }
+}
+
+/// Every row of `rows` (`serialized_rows` entries) read back into records.
+pub fn decode_entries(descriptor: &RowDescriptor, rows: &[u8]) -> Result<Vec<Record>, TransportError> {
+    entry_spans(rows, 0)?
+        .into_iter()
+        .map(|span| crate::decoder::decode_row(descriptor, entry_body(&rows[span])?))
+        .collect()
 }
 
 #[cfg(test)]
