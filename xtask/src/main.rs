@@ -99,7 +99,7 @@ fn demo(root: &Path) -> anyhow::Result<()> {
         run(Command::new(&bin)
             .env("BIGQUERY_EMULATOR_HOST", emu.rest_host())
             .env("BIGQUERY_STORAGE_EMULATOR_HOST", emu.grpc_host())
-            .args(["load", "--project", "demo-project", "--dataset", "demo", "--table", table])
+            .args(["load", "--project", "demo-project", "--dataset", "demo", "--create-dataset", "--table", table])
             .arg("--schema")
             .arg(data.join(schema))
             .args(*flags)
