@@ -1,7 +1,8 @@
 //! Project tasks, run as `cargo xtask <task>`:
 //!
 //! - `demo` — install and start bqemulator, load the bundled sample data with `bqsink load`,
-//!   query each table back, print it with its row count, stop the emulator.
+//!   query each table back, print it with its row count, load the bundled Segment events with
+//!   `bqsink segment` and list the tables they made, stop the emulator.
 //! - `test` — install bqemulator if missing, then run every test of the workspace.
 //! - `emulator install` — install bqemulator into `target/bqemulator`.
 //! - `golden` — regenerate the golden protobuf fixtures with Python's `protobuf` package.
@@ -139,6 +140,30 @@ fn demo(root: &Path) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
+    // Analytics events: the bundled Segment sample into Segment's warehouse tables.
+    let cli = |args: &[&str]| {
+        let mut c = Command::new(&bin);
+        c.env("BIGQUERY_EMULATOR_HOST", emu.rest_host())
+            .env("BIGQUERY_STORAGE_EMULATOR_HOST", emu.grpc_host())
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        c
+    };
+    println!("\n== bqsink segment (Segment payloads; rows that conflict with a column are dead-lettered) ==");
+    let dlq = root.join("target/demo-segment-dlq.ndjson");
+    let _ = std::fs::remove_file(&dlq);
+    let sample = root.join("tests/fixtures/segment/sample.ndjson");
+    let status = cli(&["segment", "--project", "demo-project", "--dataset", "analytics", "--dlq"])
+        .arg(&dlq)
+        .arg(&sample)
+        .status()
+        .context("cannot run bqsink segment")?;
+    // Exit 2 means "some rows dead-lettered", which the sample is made to show.
+    if !matches!(status.code(), Some(0 | 2)) {
+        bail!("bqsink segment failed with {status}");
+    }
+    println!("\n== bqsink tables analytics ==");
+    run(&mut cli(&["tables", "--project", "demo-project", "--dataset", "analytics"]))?;
     emu.stop();
     println!("\nbqemulator stopped.");
     Ok(())
