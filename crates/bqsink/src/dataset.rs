@@ -274,7 +274,7 @@ impl DatasetWriter {
             self.adopt_reported_schema(&mut st, &t).await?;
         }
         drop(st);
-        flush_queue(&self.inner.dlq).await
+        crate::destination::flush_dead_letters(&self.inner.dlq).await
     }
 
     /// Flushes, finishes every table's stream (commits in Batch mode), reports what was done.
@@ -284,7 +284,7 @@ impl DatasetWriter {
         }
         let mut st = self.inner.state.lock().await;
         st.router.finish().await?;
-        flush_queue(&self.inner.dlq).await?;
+        crate::destination::flush_dead_letters(&self.inner.dlq).await?;
         let s = st.router.stats();
         let (server_dead, server_kept) =
             if self.inner.dlq.is_some() { (s.rows_refused, 0) } else { (0, s.rows_refused) };
@@ -501,14 +501,6 @@ impl Drop for DatasetWriter {
     }
 }
 
-async fn flush_queue(dlq: &Option<Arc<dyn DeadLetterQueue>>) -> Result<(), Error> {
-    let Some(q) = dlq.clone() else { return Ok(()) };
-    tokio::task::spawn_blocking(move || q.flush())
-        .await
-        .map_err(|e| Error::DeadLetter(format!("cannot flush the dead-letter queue: {e}")))?
-        .map_err(|e| Error::DeadLetter(format!("cannot flush the dead-letter queue: {e}")))
-}
-
 async fn batch_timer(inner: Weak<Inner>, timeout: Duration) {
     let mut tick = tokio::time::interval((timeout / 2).max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -613,11 +605,9 @@ impl DatasetWriterBuilder {
             None => auto_table_management_from_env()?,
         };
         let endpoints = self.endpoints.unwrap_or_else(Endpoints::from_env);
-        let auth = match (self.auth, &config.credentials_path) {
-            (Some(a), _) => a,
-            _ if endpoints.emulator => Auth::none(),
-            (None, Some(path)) => Auth::from_key_file(path)?,
-            (None, None) => Auth::discover().await?,
+        let auth = match self.auth {
+            Some(a) => a,
+            None => crate::admin::resolve_auth(&endpoints, config.credentials_path.as_deref()).await?,
         };
         let rest = RestClient::new(&endpoints, auth.clone())?;
         let client = WriteClient::connect(&endpoints, auth).await?;

@@ -563,7 +563,7 @@ impl Drop for Destination {
 }
 
 /// Flushes the dead-letter queue on a blocking thread: files sync and tables wait for acks.
-async fn flush_dead_letters(dlq: &Option<Arc<dyn DeadLetterQueue>>) -> Result<(), Error> {
+pub(crate) async fn flush_dead_letters(dlq: &Option<Arc<dyn DeadLetterQueue>>) -> Result<(), Error> {
     let Some(q) = dlq.clone() else { return Ok(()) };
     tokio::task::spawn_blocking(move || q.flush())
         .await
@@ -799,11 +799,9 @@ impl DestinationBuilder {
         }
         let spec = self.schema.as_ref().map(|s| table_spec(&config, s)).transpose()?;
         let endpoints = self.endpoints.clone().unwrap_or_else(Endpoints::from_env);
-        let auth = match (&self.auth, &config.credentials_path) {
-            (Some(a), _) => a.clone(),
-            _ if endpoints.emulator => Auth::none(),
-            (None, Some(path)) => Auth::from_key_file(path)?,
-            (None, None) => Auth::discover().await?,
+        let auth = match &self.auth {
+            Some(a) => a.clone(),
+            None => crate::admin::resolve_auth(&endpoints, config.credentials_path.as_deref()).await?,
         };
         let rest = RestClient::new(&endpoints, auth.clone())?;
         let schema = match rest.get_table(&table).await? {
