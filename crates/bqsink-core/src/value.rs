@@ -286,6 +286,8 @@ impl Value {
                 None => fail(Some("not a number")),
             },
 
+            (FieldType::Numeric, Value::Numeric(d)) if d.fits_numeric() => Ok(Borrowed(self)),
+            (FieldType::BigNumeric, Value::BigNumeric(d)) if d.fits_bignumeric() => Ok(Borrowed(self)),
             (FieldType::Numeric | FieldType::BigNumeric, _) => {
                 let big = ty == FieldType::BigNumeric;
                 let decimal = match self {
