@@ -79,3 +79,23 @@ async fn create_never_refuses_a_missing_table_and_drop_removes_one() {
     let failed = rest.query("conformance", "SELECT * FROM `conformance.tables.dropped`").await;
     assert!(failed.is_err(), "querying a dropped table must fail, got {failed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_auto_table_management_off_a_destination_creates_nothing() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let config = bqsink::DestinationConfig::from_json(
+        r#"{"project_id": "conformance", "dataset_id": "manual", "table_id": "t", "auto_detect_schema": false}"#,
+    )
+    .expect("config");
+    let err = bqsink::DestinationBuilder::from_config(config)
+        .endpoints(Endpoints::emulator(&emu.rest_host(), &emu.grpc_host()))
+        .schema(Schema::new(vec![Field::new("x", FieldType::Int64)]))
+        .build()
+        .await
+        .expect_err("no DDL when auto table management is off");
+    let text = err.to_string();
+    assert!(text.contains("does not exist") && text.contains("BIGQUERY_AUTO_TABLE_MANAGEMENT"), "{text}");
+    let rest = bqsink::RestClient::new(&Endpoints::emulator(&emu.rest_host(), &emu.grpc_host()), bqsink::Auth::none())
+        .expect("rest");
+    assert!(!rest.dataset_exists("conformance", "manual").await.expect("datasets.get"), "no dataset was created");
+}

@@ -818,6 +818,13 @@ impl DestinationBuilder {
                         hint: "create it first, or use create_disposition CREATE_IF_NEEDED with a schema",
                     });
                 }
+                if !config.auto_detect_schema || !crate::dataset::auto_table_management_from_env()? {
+                    return Err(Error::TableNotFound {
+                        table,
+                        hint: "auto table management is off (BIGQUERY_AUTO_TABLE_MANAGEMENT=false or \
+                               auto_detect_schema false), so bqsink sends no DDL: create it first",
+                    });
+                }
                 let Some(spec) = spec else {
                     return Err(Error::TableNotFound { table, hint: "give a schema to create it with" });
                 };
