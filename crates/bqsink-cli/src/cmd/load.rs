@@ -184,7 +184,14 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
     let mut schema = args.schema.as_deref().map(read_schema).transpose()?;
 
     let (auth, admin) = connect(&settings, Needs::DataEditor).await?;
-    ensure_dataset(&admin, &settings, args.create_dataset, global.quiet).await?;
+    ensure_dataset(
+        &admin,
+        &settings,
+        args.create_dataset,
+        "; pass --create-dataset to create it (with --location for its region), or check --project and --dataset",
+        global.quiet,
+    )
+    .await?;
     // Without --schema, a table to create gets the schema inferred over the whole input, and
     // rows are reshaped the way that schema assumes.
     let mut normalize = None;
@@ -387,8 +394,15 @@ fn read_schema(path: &std::path::Path) -> anyhow::Result<Schema> {
     Schema::from_json(&text).map_err(|e| anyhow!("schema file {}: {e}", path.display()))
 }
 
-/// Makes sure the dataset exists: creates it with `--create-dataset`, else says how to.
-async fn ensure_dataset(admin: &Admin, settings: &Settings, create: bool, quiet: bool) -> anyhow::Result<()> {
+/// Makes sure the dataset exists: creates it when `create`, else fails saying `why_not` after
+/// "dataset P.D does not exist" (how to create it, or why bqsink may not).
+pub(crate) async fn ensure_dataset(
+    admin: &Admin,
+    settings: &Settings,
+    create: bool,
+    why_not: &str,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let c = &settings.config;
     let cx = Context { settings, needs: Needs::DataEditor };
     let exists = admin.dataset_exists(&c.project_id, &c.dataset_id).await.map_err(|e| anyhow!(explain(&e, cx)))?;
@@ -396,12 +410,7 @@ async fn ensure_dataset(admin: &Admin, settings: &Settings, create: bool, quiet:
         return Ok(());
     }
     if !create {
-        bail!(
-            "dataset {}.{} does not exist; pass --create-dataset to create it (with --location for its region), or \
-             check --project and --dataset",
-            c.project_id,
-            c.dataset_id
-        );
+        bail!("dataset {}.{} does not exist{why_not}", c.project_id, c.dataset_id);
     }
     admin
         .create_dataset(&c.project_id, &c.dataset_id, c.location.as_deref())

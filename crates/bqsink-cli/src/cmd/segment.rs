@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use bqsink::{
-    Admin, CreateDisposition, DatasetWriterBuilder, NdjsonFile, PayloadOutcome, RowError, SegmentOptions,
-    SegmentWriter, WriteMode,
+    CreateDisposition, DatasetWriterBuilder, NdjsonFile, PayloadOutcome, RowError, SegmentOptions, SegmentWriter,
+    WriteMode,
 };
 use bqsink_schema::{SegmentError, SegmentRow};
 
@@ -25,7 +25,7 @@ use crate::errors::{explain, Context, Needs};
 use crate::input::{self, Input, Line, Position};
 use crate::interrupt::Interrupt;
 use crate::progress::{Counters, Progress, Style, Total};
-use crate::settings::{FlagValue, Settings};
+use crate::settings::FlagValue;
 use crate::{Global, EXIT_INTERRUPTED, EXIT_SOME_ROWS_FAILED};
 
 /// Planning conflicts printed before the rest are only counted.
@@ -117,7 +117,15 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
 
     let inputs = input::expand(&args.inputs)?;
     let (auth, admin) = connect(&settings, Needs::DataEditor).await?;
-    ensure_dataset(&admin, &settings, auto, global.quiet).await?;
+    // The dataset must exist unless tables are managed automatically.
+    super::load::ensure_dataset(
+        &admin,
+        &settings,
+        auto,
+        " and BIGQUERY_AUTO_TABLE_MANAGEMENT is false; create it, or check --project and --dataset",
+        global.quiet,
+    )
+    .await?;
 
     let mut builder = DatasetWriterBuilder::from_config(settings.config.clone())
         .endpoints(settings.endpoints.clone())
@@ -350,30 +358,4 @@ fn report_plan(planned: &[Planned], conflicts: &[String], global: &Global) {
             eprintln!("bqsink:   … and {} more", conflicts.len() - MAX_PRINTED_CONFLICTS);
         }
     }
-}
-
-/// The dataset must exist unless tables are managed automatically (then the writer creates it).
-async fn ensure_dataset(admin: &Admin, settings: &Settings, auto: bool, quiet: bool) -> anyhow::Result<()> {
-    let c = &settings.config;
-    let cx = Context { settings, needs: Needs::DataEditor };
-    let exists = admin.dataset_exists(&c.project_id, &c.dataset_id).await.map_err(|e| anyhow!(explain(&e, cx)))?;
-    if exists {
-        return Ok(());
-    }
-    if !auto {
-        bail!(
-            "dataset {}.{} does not exist and BIGQUERY_AUTO_TABLE_MANAGEMENT is false; create it, or check --project \
-             and --dataset",
-            c.project_id,
-            c.dataset_id
-        );
-    }
-    admin
-        .create_dataset(&c.project_id, &c.dataset_id, c.location.as_deref())
-        .await
-        .map_err(|e| anyhow!(explain(&e, cx)))?;
-    if !quiet {
-        eprintln!("bqsink: created dataset {}.{}", c.project_id, c.dataset_id);
-    }
-    Ok(())
 }
