@@ -23,8 +23,21 @@ pub struct Decimal {
     scale: u16,
 }
 
-impl Decimal {
-    /// Parses `[+-]digits[.digits][(e|E)[+-]digits]`.
+/// Longest canonical text: every digit, a sign, a point and a leading zero.
+const MAX_TEXT: usize = MAX_DIGITS + 3;
+
+/// A decimal in canonical text built on the stack: what encoders write for NUMERIC and
+/// BIGNUMERIC without allocating. [`Decimal::parse`] is this parse, kept.
+#[derive(Clone, Copy)]
+pub struct DecimalText {
+    buf: [u8; MAX_TEXT],
+    len: u8,
+    int_digits: u8,
+    scale: u8,
+}
+
+impl DecimalText {
+    /// Parses `[+-]digits[.digits][(e|E)[+-]digits]` into canonical form.
     pub fn parse(input: &str) -> Result<Self, &'static str> {
         let s = input.trim().as_bytes();
         let (negative, s) = match s.first() {
@@ -53,44 +66,99 @@ impl Decimal {
         if exponent.unsigned_abs() > MAX_DIGITS as u64 {
             return Err("decimal exponent out of range");
         }
-        // All digits, and where the point sits among them after applying the exponent.
-        let digits: Vec<u8> = int_part.iter().chain(frac_part).copied().collect();
+        // The digits are int_part ++ frac_part; the point sits before digit `point` (which may
+        // be outside them: zeros are implied on either side).
+        let total = (int_part.len() + frac_part.len()) as i64;
+        let digit = |i: i64| -> u8 {
+            if i < 0 || i >= total {
+                b'0'
+            } else if (i as usize) < int_part.len() {
+                int_part[i as usize]
+            } else {
+                frac_part[i as usize - int_part.len()]
+            }
+        };
         let point = int_part.len() as i64 + exponent;
-        let mut int_digits: Vec<u8> = Vec::new();
-        let mut frac_digits: Vec<u8> = Vec::new();
-        if point <= 0 {
-            frac_digits.extend(std::iter::repeat_n(b'0', (-point) as usize));
-            frac_digits.extend_from_slice(&digits);
-        } else if point as usize >= digits.len() {
-            int_digits.extend_from_slice(&digits);
-            int_digits.extend(std::iter::repeat_n(b'0', point as usize - digits.len()));
-        } else {
-            int_digits.extend_from_slice(&digits[..point as usize]);
-            frac_digits.extend_from_slice(&digits[point as usize..]);
-        }
-        let first_nonzero = int_digits.iter().position(|b| *b != b'0').unwrap_or(int_digits.len());
-        let int_digits = &int_digits[first_nonzero..];
-        let last_nonzero = frac_digits.iter().rposition(|b| *b != b'0').map_or(0, |p| p + 1);
-        let frac_digits = &frac_digits[..last_nonzero];
-        if int_digits.len() + frac_digits.len() > MAX_DIGITS {
+        let first_nonzero = (0..total).find(|i| digit(*i) != b'0');
+        let mut out = Self { buf: [0; MAX_TEXT], len: 0, int_digits: 0, scale: 0 };
+        let Some(first) = first_nonzero else {
+            out.buf[0] = b'0';
+            out.len = 1;
+            return Ok(out);
+        };
+        let last = (0..total).rev().find(|i| digit(*i) != b'0').unwrap_or(first);
+        let int_digits = (point - first).max(0);
+        let scale = (last + 1 - point).max(0);
+        if int_digits + scale > MAX_DIGITS as i64 {
             return Err("decimal has too many digits");
         }
-        let is_zero = int_digits.is_empty() && frac_digits.is_empty();
-        let mut text = String::with_capacity(int_digits.len() + frac_digits.len() + 3);
-        if negative && !is_zero {
-            text.push('-');
+        let mut n = 0;
+        if negative {
+            out.buf[n] = b'-';
+            n += 1;
         }
-        if int_digits.is_empty() {
-            text.push('0');
+        if int_digits == 0 {
+            out.buf[n] = b'0';
+            n += 1;
         } else {
-            // Only ASCII digits were collected above.
-            text.extend(int_digits.iter().map(|b| char::from(*b)));
+            for i in point - int_digits..point {
+                out.buf[n] = digit(i);
+                n += 1;
+            }
         }
-        if !frac_digits.is_empty() {
-            text.push('.');
-            text.extend(frac_digits.iter().map(|b| char::from(*b)));
+        if scale > 0 {
+            out.buf[n] = b'.';
+            n += 1;
+            for i in point..point + scale {
+                out.buf[n] = digit(i);
+                n += 1;
+            }
         }
-        Ok(Self { text, int_digits: int_digits.len() as u16, scale: frac_digits.len() as u16 })
+        out.len = n as u8;
+        out.int_digits = int_digits as u8;
+        out.scale = scale as u8;
+        Ok(out)
+    }
+
+    /// Canonical text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits, `-` and `.` are written.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("0")
+    }
+    /// Digits before the point (0 for |x| < 1).
+    pub fn int_digits(&self) -> usize {
+        usize::from(self.int_digits)
+    }
+    /// Digits after the point.
+    pub fn scale(&self) -> usize {
+        usize::from(self.scale)
+    }
+    /// Whether a NUMERIC column holds this value exactly.
+    pub fn fits_numeric(&self) -> bool {
+        self.int_digits() <= NUMERIC_INT_DIGITS && self.scale() <= NUMERIC_SCALE
+    }
+    /// Whether a BIGNUMERIC column holds this value exactly.
+    pub fn fits_bignumeric(&self) -> bool {
+        self.int_digits() <= BIGNUMERIC_INT_DIGITS && self.scale() <= BIGNUMERIC_SCALE
+    }
+}
+
+impl fmt::Debug for DecimalText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DecimalText({})", self.as_str())
+    }
+}
+
+impl From<DecimalText> for Decimal {
+    fn from(t: DecimalText) -> Self {
+        Self { text: t.as_str().to_owned(), int_digits: u16::from(t.int_digits), scale: u16::from(t.scale) }
+    }
+}
+
+impl Decimal {
+    /// Parses `[+-]digits[.digits][(e|E)[+-]digits]`.
+    pub fn parse(input: &str) -> Result<Self, &'static str> {
+        DecimalText::parse(input).map(Decimal::from)
     }
 
     /// The exact decimal of an integer.

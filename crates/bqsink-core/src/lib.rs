@@ -6,13 +6,15 @@ pub mod config;
 pub mod decimal;
 pub mod error;
 pub mod json;
+pub mod scalar;
 pub mod schema;
 pub mod table;
 pub mod value;
 
 pub use civil::{Date, DateTime, Time, Timestamp};
 pub use config::DestinationConfig;
-pub use decimal::Decimal;
+pub use decimal::{Decimal, DecimalText};
+pub use scalar::{coerce_scalar, Coerced, Scalar};
 pub use error::{ConfigError, RowError, SchemaError, ValueError};
 pub use schema::{Field, FieldType, Mode, Schema};
 pub use table::{

@@ -13,6 +13,7 @@ use base64::Engine as _;
 use crate::civil::{Date, DateTime, Time, Timestamp};
 use crate::decimal::Decimal;
 use crate::error::ValueError;
+use crate::scalar::{coerce_scalar, Scalar};
 use crate::schema::FieldType;
 
 /// A column name inside a [`Record`]: borrowed for literal names, owned for parsed input.
@@ -240,142 +241,78 @@ impl Value {
         if self.is_null() {
             return Ok(Borrowed(self));
         }
+        // Values that already have the column's type are borrowed as they are.
+        match (ty, self) {
+            (FieldType::String, Value::String(_))
+            | (FieldType::Int64, Value::Int64(_))
+            | (FieldType::Float64, Value::Float64(_))
+            | (FieldType::Bool, Value::Bool(_))
+            | (FieldType::Bytes, Value::Bytes(_))
+            | (FieldType::Timestamp, Value::Timestamp(_))
+            | (FieldType::Date, Value::Date(_))
+            | (FieldType::Time, Value::Time(_))
+            | (FieldType::DateTime, Value::DateTime(_))
+            | (FieldType::Geography, Value::Geography(_))
+            | (FieldType::Json, Value::Json(_))
+            | (FieldType::Record, Value::Record(_)) => return Ok(Borrowed(self)),
+            (FieldType::Numeric, Value::Numeric(d)) if d.fits_numeric() => return Ok(Borrowed(self)),
+            (FieldType::BigNumeric, Value::BigNumeric(d)) if d.fits_bignumeric() => return Ok(Borrowed(self)),
+            _ => {}
+        }
+        // Loose values (the shapes JSON has) follow the shared rules of `coerce_scalar`.
+        if let Some(s) = self.as_scalar() {
+            let mut bytes = Vec::new();
+            return coerce_scalar(s, ty, &mut bytes).map(|c| Owned(c.into_value(ty, &bytes)));
+        }
         let fail = |detail| Err(self.mismatch(ty, detail));
         match (ty, self) {
-            (FieldType::String, Value::String(_)) => Ok(Borrowed(self)),
-            (FieldType::String, Value::Int64(v)) => Ok(Owned(Value::String(v.to_string()))),
-            (FieldType::String, Value::Float64(v)) => Ok(Owned(Value::String(float_text(*v)))),
-            (FieldType::String, Value::Bool(v)) => Ok(Owned(Value::String(v.to_string()))),
-            (FieldType::String, Value::Numeric(d) | Value::BigNumeric(d)) => Ok(Owned(Value::String(d.to_string()))),
+            (FieldType::String, Value::BigNumeric(d)) => Ok(Owned(Value::String(d.to_string()))),
             (FieldType::String, Value::Timestamp(v)) => Ok(Owned(Value::String(v.to_string()))),
             (FieldType::String, Value::Date(v)) => Ok(Owned(Value::String(v.to_string()))),
             (FieldType::String, Value::Time(v)) => Ok(Owned(Value::String(v.to_string()))),
             (FieldType::String, Value::DateTime(v)) => Ok(Owned(Value::String(v.to_string()))),
             (FieldType::String, Value::Geography(v) | Value::Json(v)) => Ok(Owned(Value::String(v.clone()))),
-
-            (FieldType::Bytes, Value::Bytes(_)) => Ok(Borrowed(self)),
-            (FieldType::Bytes, Value::String(s)) => match decode_base64(s) {
-                Some(b) => Ok(Owned(Value::Bytes(b))),
-                None => fail(Some("not valid base64")),
-            },
-
-            (FieldType::Int64, Value::Int64(_)) => Ok(Borrowed(self)),
-            (FieldType::Int64, Value::Float64(f)) => match float_to_i64(*f) {
-                Some(i) => Ok(Owned(Value::Int64(i))),
-                None => fail(Some("has a fractional part or is out of the INT64 range")),
-            },
-            (FieldType::Int64, Value::Numeric(d) | Value::BigNumeric(d)) => {
+            (FieldType::Int64, Value::BigNumeric(d)) => {
                 match (d.scale() == 0).then(|| d.as_str().parse::<i64>().ok()).flatten() {
                     Some(i) => Ok(Owned(Value::Int64(i))),
                     None => fail(Some("has a fractional part or is out of the INT64 range")),
                 }
             }
-            (FieldType::Int64, Value::String(s)) => match s.trim().parse::<i64>() {
-                Ok(i) => Ok(Owned(Value::Int64(i))),
-                Err(_) => fail(Some("not an integer in the INT64 range")),
-            },
-
-            (FieldType::Float64, Value::Float64(_)) => Ok(Borrowed(self)),
-            (FieldType::Float64, Value::Int64(i)) => Ok(Owned(Value::Float64(*i as f64))),
-            (FieldType::Float64, Value::Numeric(d) | Value::BigNumeric(d)) => match d.as_str().parse::<f64>() {
+            (FieldType::Float64, Value::BigNumeric(d)) => match d.as_str().parse::<f64>() {
                 Ok(f) => Ok(Owned(Value::Float64(f))),
                 Err(_) => fail(None),
             },
-            (FieldType::Float64, Value::String(s)) => match parse_float(s) {
-                Some(f) => Ok(Owned(Value::Float64(f))),
-                None => fail(Some("not a number")),
-            },
-
-            (FieldType::Numeric, Value::Numeric(d)) if d.fits_numeric() => Ok(Borrowed(self)),
-            (FieldType::BigNumeric, Value::BigNumeric(d)) if d.fits_bignumeric() => Ok(Borrowed(self)),
-            (FieldType::Numeric | FieldType::BigNumeric, _) => {
+            (FieldType::Numeric | FieldType::BigNumeric, Value::BigNumeric(d)) => {
                 let big = ty == FieldType::BigNumeric;
-                let decimal = match self {
-                    Value::Numeric(d) | Value::BigNumeric(d) => Cow::Borrowed(d),
-                    Value::Int64(i) => Cow::Owned(Decimal::from_i64(*i)),
-                    Value::Float64(f) => match Decimal::from_f64(*f) {
-                        Some(d) => Cow::Owned(d),
-                        None => return fail(Some("NaN and infinities are not decimals")),
-                    },
-                    Value::String(s) => match Decimal::parse(s) {
-                        Ok(d) => Cow::Owned(d),
-                        Err(why) => return fail(Some(why)),
-                    },
-                    _ => return fail(None),
-                };
-                let fits = if big { decimal.fits_bignumeric() } else { decimal.fits_numeric() };
-                if !fits {
+                if !(if big { d.fits_bignumeric() } else { d.fits_numeric() }) {
                     return fail(Some(if big {
                         "BIGNUMERIC holds 38 digits before and 38 after the point"
                     } else {
                         "NUMERIC holds 29 digits before and 9 after the point"
                     }));
                 }
-                let d = decimal.into_owned();
+                let d = d.clone();
                 Ok(Owned(if big { Value::BigNumeric(d) } else { Value::Numeric(d) }))
             }
-
-            (FieldType::Bool, Value::Bool(_)) => Ok(Borrowed(self)),
-            (FieldType::Bool, Value::Int64(0)) => Ok(Owned(Value::Bool(false))),
-            (FieldType::Bool, Value::Int64(1)) => Ok(Owned(Value::Bool(true))),
-            (FieldType::Bool, Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "t" | "1" => Ok(Owned(Value::Bool(true))),
-                "false" | "f" | "0" => Ok(Owned(Value::Bool(false))),
-                _ => fail(Some("expected true or false")),
-            },
-
-            (FieldType::Timestamp, Value::Timestamp(_)) => Ok(Borrowed(self)),
-            (FieldType::Timestamp, Value::String(s)) => match Timestamp::parse(s) {
-                Some(t) => Ok(Owned(Value::Timestamp(t))),
-                None => fail(Some("not a timestamp (YYYY-MM-DD HH:MM:SS[.ffffff][zone], years 0001–9999)")),
-            },
-            (FieldType::Timestamp, Value::Int64(secs)) => {
-                match secs.checked_mul(1_000_000).and_then(Timestamp::from_micros) {
-                    Some(t) => Ok(Owned(Value::Timestamp(t))),
-                    None => fail(Some("seconds since 1970 out of range")),
-                }
-            }
-            (FieldType::Timestamp, Value::Float64(secs)) => match Timestamp::from_seconds_f64(*secs) {
-                Some(t) => Ok(Owned(Value::Timestamp(t))),
-                None => fail(Some("seconds since 1970 out of range")),
-            },
-
-            (FieldType::Date, Value::Date(_)) => Ok(Borrowed(self)),
-            (FieldType::Date, Value::String(s)) => match Date::parse(s) {
-                Some(d) => Ok(Owned(Value::Date(d))),
-                None => fail(Some("not a date (YYYY-MM-DD, years 0001–9999)")),
-            },
-
-            (FieldType::Time, Value::Time(_)) => Ok(Borrowed(self)),
-            (FieldType::Time, Value::String(s)) => match Time::parse(s) {
-                Some(t) => Ok(Owned(Value::Time(t))),
-                None => fail(Some("not a time (HH:MM:SS[.ffffff])")),
-            },
-
-            (FieldType::DateTime, Value::DateTime(_)) => Ok(Borrowed(self)),
             (FieldType::DateTime, Value::Date(d)) => {
                 Ok(Owned(Value::DateTime(DateTime { date: *d, time: Time::MIDNIGHT })))
             }
-            (FieldType::DateTime, Value::String(s)) => match DateTime::parse(s) {
-                Some(d) => Ok(Owned(Value::DateTime(d))),
-                None => fail(Some("not a datetime (YYYY-MM-DD HH:MM:SS[.ffffff])")),
-            },
-
-            (FieldType::Geography, Value::Geography(_)) => Ok(Borrowed(self)),
-            (FieldType::Geography, Value::String(s)) => {
-                if s.trim().is_empty() {
-                    fail(Some("empty geography"))
-                } else {
-                    Ok(Owned(Value::Geography(s.clone())))
-                }
-            }
-
-            (FieldType::Json, Value::Json(_)) => Ok(Borrowed(self)),
             (FieldType::Json, Value::Bytes(_)) => fail(None),
             (FieldType::Json, other) => Ok(Owned(Value::Json(other.to_json_string()))),
-
-            (FieldType::Record, Value::Record(_)) => Ok(Borrowed(self)),
             _ => fail(None),
+        }
+    }
+
+    /// The value as a loose [`Scalar`] when it has one of JSON's scalar shapes (NUMERIC counts:
+    /// it is what JSON integers beyond INT64 become).
+    pub fn as_scalar(&self) -> Option<Scalar<'_>> {
+        match self {
+            Value::String(s) => Some(Scalar::Str(s)),
+            Value::Int64(i) => Some(Scalar::Int(*i)),
+            Value::Float64(f) => Some(Scalar::Float(*f)),
+            Value::Bool(b) => Some(Scalar::Bool(*b)),
+            Value::Numeric(d) => Some(Scalar::Decimal(d.as_str())),
+            _ => None,
         }
     }
 
@@ -428,56 +365,30 @@ impl Value {
 
 /// Text of a float the way BigQuery prints it: shortest round-trip digits, `NaN`, `Infinity`.
 fn float_text(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
+    let mut s = String::new();
+    float_text_into(f, &mut s);
+    s
+}
+
+/// [`float_text`] into any writer (a stack buffer on the encoding path).
+pub(crate) fn float_text_into(f: f64, out: &mut impl std::fmt::Write) {
+    let _ = if f.is_nan() {
+        out.write_str("NaN")
     } else if f.is_infinite() {
-        if f > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        }
+        out.write_str(if f > 0.0 { "Infinity" } else { "-Infinity" })
     } else if f == f.trunc() && f.abs() < 1e16 {
-        format!("{f:.0}")
+        write!(out, "{f:.0}")
     } else if f.abs() >= 1e16 || f.abs() < 1e-5 {
         // Shortest round-trip digits in exponent form, with an explicit exponent sign.
-        let e = format!("{f:e}");
-        match e.split_once('e') {
-            Some((m, x)) if !x.starts_with('-') => format!("{m}e+{x}"),
-            _ => e,
+        let mut e = crate::scalar::ShortText::new();
+        let _ = write!(e, "{f:e}");
+        match e.as_str().split_once('e') {
+            Some((m, x)) if !x.starts_with('-') => write!(out, "{m}e+{x}"),
+            _ => out.write_str(e.as_str()),
         }
     } else {
-        format!("{f}")
-    }
-}
-
-fn float_to_i64(f: f64) -> Option<i64> {
-    // 2^63 is exactly representable; anything at or above it does not fit.
-    if f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
-        Some(f as i64)
-    } else {
-        None
-    }
-}
-
-fn parse_float(s: &str) -> Option<f64> {
-    let t = s.trim();
-    match t.to_ascii_lowercase().as_str() {
-        "nan" => Some(f64::NAN),
-        "infinity" | "inf" | "+infinity" | "+inf" => Some(f64::INFINITY),
-        "-infinity" | "-inf" => Some(f64::NEG_INFINITY),
-        _ => t.parse::<f64>().ok().filter(|f| f.is_finite()),
-    }
-}
-
-fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-    let t = s.trim();
-    STANDARD
-        .decode(t)
-        .or_else(|_| STANDARD_NO_PAD.decode(t))
-        .or_else(|_| URL_SAFE.decode(t))
-        .or_else(|_| URL_SAFE_NO_PAD.decode(t))
-        .ok()
+        write!(out, "{f}")
+    };
 }
 
 /// Appends `s` as a JSON string literal.

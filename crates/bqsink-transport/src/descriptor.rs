@@ -38,7 +38,7 @@ const LABEL_REPEATED: u64 = 3;
 
 /// How one column is written on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum WireKind {
+pub enum WireKind {
     /// varint of the i64 (INT64, TIMESTAMP µs).
     Int64,
     /// varint of the sign-extended i32 (DATE days).
@@ -56,7 +56,8 @@ pub(crate) enum WireKind {
 }
 
 impl WireKind {
-    pub(crate) fn of(t: FieldType) -> Self {
+    /// The wire kind of a column type.
+    pub fn of(t: FieldType) -> Self {
         match t {
             FieldType::Int64 | FieldType::Timestamp => Self::Int64,
             FieldType::Date => Self::Int32,
@@ -78,7 +79,8 @@ impl WireKind {
             Self::Message => TYPE_MESSAGE,
         }
     }
-    pub(crate) fn packable(self) -> bool {
+    /// Whether repeated values of this kind are packed.
+    pub fn packable(self) -> bool {
         matches!(self, Self::Int64 | Self::Int32 | Self::Double | Self::Bool)
     }
     fn wire_type(self) -> u32 {
@@ -90,34 +92,55 @@ impl WireKind {
     }
 }
 
-/// The encoder's view of one column.
+/// The encoder's view of one column: what transcoders follow to write a value of it.
 #[derive(Debug)]
-pub(crate) struct FieldPlan {
-    pub(crate) name: String,
-    pub(crate) field_type: FieldType,
-    pub(crate) mode: Mode,
-    pub(crate) kind: WireKind,
+pub struct FieldPlan {
+    /// The column name.
+    pub name: String,
+    /// Its type.
+    pub field_type: FieldType,
+    /// Its mode.
+    pub mode: Mode,
+    /// How it is written.
+    pub kind: WireKind,
     /// Key for one element (packed repeated fields use `packed_tag`).
-    pub(crate) tag: Tag,
-    pub(crate) packed_tag: Option<Tag>,
-    pub(crate) message: Option<MessagePlan>,
+    pub tag: Tag,
+    /// Key of the packed run of a repeated numeric column.
+    pub packed_tag: Option<Tag>,
+    /// The sub-message of a RECORD column.
+    pub message: Option<MessagePlan>,
 }
 
 /// The encoder's view of one message (the row, or a RECORD).
 #[derive(Debug)]
-pub(crate) struct MessagePlan {
-    pub(crate) fields: Vec<FieldPlan>,
+pub struct MessagePlan {
+    /// Columns in schema order (field number = index + 1).
+    pub fields: Vec<FieldPlan>,
     by_name: HashMap<String, usize>,
     by_lower: HashMap<String, usize>,
-    /// Offset of this message's slots in the encoder's scratch space.
-    pub(crate) slot_base: usize,
+    /// Offset of this message's slots in an encoder's scratch space (see
+    /// [`RowDescriptor::slot_count`]).
+    pub slot_base: usize,
 }
 
 impl MessagePlan {
     /// Index of the column a record key names: exact, then case-insensitive (BigQuery's rule).
+    /// Allocates nothing for ASCII keys of up to 128 bytes.
     #[inline]
-    pub(crate) fn lookup(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied().or_else(|| self.by_lower.get(&name.to_lowercase()).copied())
+    pub fn lookup(&self, name: &str) -> Option<usize> {
+        if let Some(i) = self.by_name.get(name) {
+            return Some(*i);
+        }
+        let mut lower = [0u8; 128];
+        if name.is_ascii() && name.len() <= lower.len() {
+            let lower = &mut lower[..name.len()];
+            lower.copy_from_slice(name.as_bytes());
+            lower.make_ascii_lowercase();
+            // Lowercased ASCII is ASCII.
+            let lower = std::str::from_utf8(lower).unwrap_or(name);
+            return self.by_lower.get(lower).copied();
+        }
+        self.by_lower.get(&name.to_lowercase()).copied()
     }
 }
 
@@ -164,11 +187,13 @@ impl RowDescriptor {
         &self.inner.descriptor
     }
 
-    pub(crate) fn root(&self) -> &MessagePlan {
+    /// The plan of the row message.
+    pub fn root(&self) -> &MessagePlan {
         &self.inner.root
     }
 
-    pub(crate) fn slot_count(&self) -> usize {
+    /// Slots an encoder needs: one per column of every message of the plan.
+    pub fn slot_count(&self) -> usize {
         self.inner.slots
     }
 }

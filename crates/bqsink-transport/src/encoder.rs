@@ -4,11 +4,11 @@
 
 use std::borrow::Cow;
 
-use bqsink_core::{FieldType, Mode, Record, RowError, Value};
+use bqsink_core::{coerce_scalar, Coerced, FieldType, Mode, Record, RowError, Value};
 use bytes::{BufMut, BytesMut};
 
 use crate::descriptor::{FieldPlan, MessagePlan, RowDescriptor, WireKind};
-use crate::wire::{begin_len, end_len, put_varint};
+use crate::wire::{begin_len, end_len, put_varint, Out};
 
 const ABSENT: u32 = u32::MAX;
 
@@ -177,8 +177,15 @@ fn encode_field(
             if let Some(packed_tag) = field.packed_tag {
                 packed_tag.put(buf);
                 let body = begin_len(buf);
+                let mut bytes = Vec::new();
                 for item in items {
                     check_element(item, path)?;
+                    if let Some(s) = item.as_scalar() {
+                        let c = coerce_scalar(s, field.field_type, &mut bytes)
+                            .map_err(|e| RowError::new(path.render(), e.to_string()))?;
+                        put_coerced_body(&c, &bytes, buf);
+                        continue;
+                    }
                     let v = coerce(item, field.field_type, path)?;
                     write_scalar_body(field.kind, &v, buf);
                 }
@@ -267,6 +274,14 @@ fn encode_one(
         }
         _ => {}
     }
+    // Loose values (the shapes JSON has) follow the shared rules, as the input transcoders do.
+    if let Some(s) = value.as_scalar() {
+        let mut bytes = Vec::new();
+        let c = coerce_scalar(s, field.field_type, &mut bytes).map_err(|e| RowError::new(path.render(), e.to_string()))?;
+        field.tag.put(buf);
+        put_coerced_body(&c, &bytes, buf);
+        return Ok(());
+    }
     let v = coerce(value, field.field_type, path)?;
     field.tag.put(buf);
     if matches!(field.kind, WireKind::Text | WireKind::Bytes) {
@@ -318,13 +333,8 @@ fn write_len_value(v: &Value, buf: &mut Vec<u8>) {
             &small[..n]
         }
         Value::DateTime(dt) => {
-            let (y, m, d) = bqsink_core::civil::civil_from_days(dt.date.days());
-            let mut w = &mut small[..];
-            let _ = std::io::Write::write_fmt(&mut w, format_args!("{y:04}-{m:02}-{d:02} "));
-            let mut out = [0u8; 15];
-            let n = dt.time.write_canonical(&mut out);
-            small[11..11 + n].copy_from_slice(&out[..n]);
-            &small[..11 + n]
+            let n = datetime_text(dt, &mut small);
+            &small[..n]
         }
         _ => {
             debug_assert!(false, "unexpected {}", v.kind());
@@ -333,4 +343,51 @@ fn write_len_value(v: &Value, buf: &mut Vec<u8>) {
     };
     put_varint(buf, bytes.len() as u64);
     buf.put_slice(bytes);
+}
+
+/// Writes a coerced value's payload (after its key, or as one element of a packed run): the
+/// one place where each column type's wire form is decided for loose input. `bytes` holds the
+/// decoded bytes of a BYTES value.
+#[inline]
+pub fn put_coerced_body<B: Out>(c: &Coerced<'_>, bytes: &[u8], buf: &mut B) {
+    let text: &[u8] = match c {
+        Coerced::Int64(i) => return put_varint(buf, *i as u64),
+        Coerced::Timestamp(t) => return put_varint(buf, t.micros() as u64),
+        Coerced::Date(d) => return put_varint(buf, i64::from(d.days()) as u64),
+        Coerced::Float64(f) => return buf.push_slice(&f.to_le_bytes()),
+        Coerced::Bool(b) => return buf.push_byte(u8::from(*b)),
+        Coerced::Str(s) => s.as_bytes(),
+        Coerced::Short(t) => t.as_str().as_bytes(),
+        Coerced::Decimal(d) => d.as_str().as_bytes(),
+        Coerced::Json(s) => s.as_bytes(),
+        Coerced::Bytes => bytes,
+        Coerced::Time(t) => {
+            let mut out = [0u8; 15];
+            let n = t.write_canonical(&mut out);
+            put_varint(buf, n as u64);
+            return buf.push_slice(&out[..n]);
+        }
+        Coerced::DateTime(dt) => {
+            let mut small = [0u8; 32];
+            let n = datetime_text(dt, &mut small);
+            put_varint(buf, n as u64);
+            return buf.push_slice(&small[..n]);
+        }
+        // `Coerced` is non-exhaustive for users; every variant of this version is above.
+        #[allow(unreachable_patterns)]
+        _ => &[],
+    };
+    put_varint(buf, text.len() as u64);
+    buf.push_slice(text);
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]`, the DATETIME text the Storage Write API takes.
+fn datetime_text(dt: &bqsink_core::DateTime, small: &mut [u8; 32]) -> usize {
+    let (y, m, d) = bqsink_core::civil::civil_from_days(dt.date.days());
+    let mut w = &mut small[..];
+    let _ = std::io::Write::write_fmt(&mut w, format_args!("{y:04}-{m:02}-{d:02} "));
+    let mut out = [0u8; 15];
+    let n = dt.time.write_canonical(&mut out);
+    small[11..11 + n].copy_from_slice(&out[..n]);
+    11 + n
 }

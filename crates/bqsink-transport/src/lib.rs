@@ -11,13 +11,13 @@ pub mod endpoint;
 pub mod error;
 pub mod request;
 pub mod rest;
-pub(crate) mod wire;
+pub mod wire;
 
 pub use append::{AckFuture, AppendAck, AppendStream, StreamKind, WriteClient, WriteStreamInfo};
 pub use auth::Auth;
 pub use decoder::decode_row;
-pub use descriptor::RowDescriptor;
-pub use encoder::{RowEncoder, UnknownFields};
+pub use descriptor::{FieldPlan, MessagePlan, RowDescriptor, WireKind};
+pub use encoder::{put_coerced_body, RowEncoder, UnknownFields};
 pub use endpoint::Endpoints;
 pub use error::{RejectedRow, StatusCode, TransportError};
 pub use request::{AppendRequest, MAX_REQUEST_BYTES};

@@ -3,13 +3,16 @@
 
 use bytes::{BufMut, BytesMut};
 
-pub(crate) const WIRE_VARINT: u32 = 0;
-pub(crate) const WIRE_FIXED64: u32 = 1;
-pub(crate) const WIRE_LEN: u32 = 2;
+/// Wire type of varints.
+pub const WIRE_VARINT: u32 = 0;
+/// Wire type of 64-bit fixed values.
+pub const WIRE_FIXED64: u32 = 1;
+/// Wire type of length-delimited values.
+pub const WIRE_LEN: u32 = 2;
 
 /// Bytes a varint of `v` takes.
 #[inline]
-pub(crate) const fn varint_len(v: u64) -> usize {
+pub const fn varint_len(v: u64) -> usize {
     // 1 byte per 7 bits, at least one.
     let bits = 64 - (v | 1).leading_zeros() as usize;
     bits.div_ceil(7)
@@ -17,11 +20,16 @@ pub(crate) const fn varint_len(v: u64) -> usize {
 
 /// Where wire bytes go: the batch buffer (`BytesMut`) or a row's scratch `Vec` (whose appends
 /// inline, which `BytesMut`'s do not).
-pub(crate) trait Out {
+pub trait Out {
+    /// Appends one byte.
     fn push_byte(&mut self, b: u8);
+    /// Appends bytes.
     fn push_slice(&mut self, s: &[u8]);
+    /// Bytes written so far.
     fn written(&self) -> usize;
+    /// The bytes written, for patching length prefixes.
     fn bytes_mut(&mut self) -> &mut [u8];
+    /// Appends `n` zero bytes.
     fn push_zeros(&mut self, n: usize);
 }
 
@@ -71,8 +79,9 @@ impl Out for Vec<u8> {
     }
 }
 
+/// Appends a varint.
 #[inline]
-pub(crate) fn put_varint<B: Out>(buf: &mut B, mut v: u64) {
+pub fn put_varint<B: Out>(buf: &mut B, mut v: u64) {
     if v < 0x80 {
         buf.push_byte(v as u8);
         return;
@@ -91,13 +100,14 @@ pub(crate) fn put_varint<B: Out>(buf: &mut B, mut v: u64) {
 
 /// The encoded key of a field, precomputed once per field.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Tag {
+pub struct Tag {
     bytes: [u8; 5],
     len: u8,
 }
 
 impl Tag {
-    pub(crate) const fn new(number: u32, wire_type: u32) -> Self {
+    /// The key of field `number` with `wire_type`.
+    pub const fn new(number: u32, wire_type: u32) -> Self {
         let mut v = ((number as u64) << 3) | wire_type as u64;
         let mut bytes = [0u8; 5];
         let mut len = 0;
@@ -109,8 +119,9 @@ impl Tag {
         bytes[len] = v as u8;
         Self { bytes, len: len as u8 + 1 }
     }
+    /// Appends the key.
     #[inline]
-    pub(crate) fn put<B: Out>(&self, buf: &mut B) {
+    pub fn put<B: Out>(&self, buf: &mut B) {
         // Fields 1–15 have one-byte keys: the common case, without a memcpy call.
         if self.len == 1 {
             buf.push_byte(self.bytes[0]);
@@ -120,8 +131,9 @@ impl Tag {
     }
 }
 
+/// Appends a key, a length and the bytes.
 #[inline]
-pub(crate) fn put_len_bytes<B: Out>(buf: &mut B, tag: Tag, data: &[u8]) {
+pub fn put_len_bytes<B: Out>(buf: &mut B, tag: Tag, data: &[u8]) {
     tag.put(buf);
     put_varint(buf, data.len() as u64);
     buf.push_slice(data);
@@ -129,7 +141,7 @@ pub(crate) fn put_len_bytes<B: Out>(buf: &mut B, tag: Tag, data: &[u8]) {
 
 /// Reserves one byte for a length prefix; pair with [`end_len`].
 #[inline]
-pub(crate) fn begin_len<B: Out>(buf: &mut B) -> usize {
+pub fn begin_len<B: Out>(buf: &mut B) -> usize {
     buf.push_byte(0);
     buf.written()
 }
@@ -137,7 +149,7 @@ pub(crate) fn begin_len<B: Out>(buf: &mut B) -> usize {
 /// Writes the length of everything after `body_start` into the reserved byte, shifting the
 /// body right when the length needs more than one byte.
 #[inline]
-pub(crate) fn end_len<B: Out>(out: &mut B, body_start: usize) {
+pub fn end_len<B: Out>(out: &mut B, body_start: usize) {
     let body_len = out.written() - body_start;
     let n = varint_len(body_len as u64);
     if n == 1 {

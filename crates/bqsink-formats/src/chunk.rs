@@ -1,0 +1,413 @@
+//! Cutting an input into large chunks at record boundaries, so workers can transcode them in
+//! parallel while requests keep input order.
+//!
+//! - NDJSON: at the last newline of a chunk; a line longer than a chunk grows the chunk.
+//! - CSV: at the last newline outside quotes (a quoted field may hold newlines); the header
+//!   record is taken apart first.
+//! - A JSON array: read here, on the reader's thread, element by element (a small state machine
+//!   over the bytes); each element is handed on as one line, its whitespace newlines blanked
+//!   (raw newlines cannot occur inside JSON strings), so the NDJSON transcoder reads it.
+
+use std::io::{self, Read};
+
+/// An input's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line.
+    Ndjson,
+    /// Comma-separated values with a header record.
+    Csv,
+    /// One JSON array of objects.
+    JsonArray,
+}
+
+/// Default bytes per chunk: a few requests' worth of rows.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// A run of whole records.
+#[derive(Debug)]
+pub struct Chunk {
+    /// The records' bytes (for a JSON array, one element per line).
+    pub data: Vec<u8>,
+    /// 1-based number of the first record's first line (an element number for a JSON array).
+    pub first_line: u64,
+}
+
+/// Reads an input chunk by chunk.
+pub struct Chunker<R> {
+    reader: R,
+    format: Format,
+    chunk_bytes: usize,
+    /// Bytes read past the last boundary, carried into the next chunk.
+    carry: Vec<u8>,
+    next_line: u64,
+    eof: bool,
+    header: Option<Vec<u8>>,
+    array: ArrayState,
+}
+
+impl<R> std::fmt::Debug for Chunker<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunker").field("format", &self.format).field("next_line", &self.next_line).finish()
+    }
+}
+
+impl<R: Read> Chunker<R> {
+    /// A chunker of `format` over `reader`, cutting about every `chunk_bytes` bytes.
+    pub fn new(reader: R, format: Format, chunk_bytes: usize) -> Self {
+        Self {
+            reader,
+            format,
+            chunk_bytes: chunk_bytes.max(64),
+            carry: Vec::new(),
+            next_line: 1,
+            eof: false,
+            header: None,
+            array: ArrayState::default(),
+        }
+    }
+
+    /// The CSV header record (raw bytes, without its line end), read before the first chunk;
+    /// `None` for an empty input or another format.
+    pub fn csv_header(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.format != Format::Csv {
+            return Ok(None);
+        }
+        if self.header.is_none() {
+            loop {
+                if let Some(end) = first_record_end(&self.carry) {
+                    let rest = self.carry.split_off(end);
+                    let mut header = std::mem::replace(&mut self.carry, rest);
+                    self.next_line += memchr::memchr_iter(b'\n', &header).count() as u64;
+                    while header.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        header.pop();
+                    }
+                    self.header = Some(header);
+                    break;
+                }
+                if self.eof {
+                    let header = std::mem::take(&mut self.carry);
+                    self.header = Some(header);
+                    break;
+                }
+                self.fill(self.carry.len() + 64 * 1024)?;
+            }
+        }
+        Ok(self.header.clone().filter(|h| !h.is_empty()))
+    }
+
+    /// The next chunk, or `None` at the end of the input.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        if self.format == Format::JsonArray {
+            return self.next_array_chunk();
+        }
+        if self.format == Format::Csv && self.header.is_none() {
+            self.csv_header()?;
+        }
+        let mut want = self.chunk_bytes;
+        loop {
+            if self.carry.len() < want && !self.eof {
+                self.fill(want)?;
+            }
+            let cut = match self.format {
+                Format::Csv => last_record_end(&self.carry),
+                _ => memchr::memrchr(b'\n', &self.carry).map(|at| at + 1),
+            };
+            let end = match cut {
+                Some(end) if !self.eof => end,
+                _ if self.eof => self.carry.len(),
+                // No boundary yet: a record longer than a chunk.
+                _ => {
+                    want = self.carry.len() * 2;
+                    continue;
+                }
+            };
+            if end == 0 {
+                return Ok(None);
+            }
+            let rest = self.carry[end..].to_vec();
+            let mut data = std::mem::replace(&mut self.carry, rest);
+            data.truncate(end);
+            let first_line = self.next_line;
+            self.next_line += memchr::memchr_iter(b'\n', &data).count() as u64;
+            return Ok(Some(Chunk { data, first_line }));
+        }
+    }
+
+    /// Reads until `carry` holds `want` bytes or the input ends.
+    fn fill(&mut self, want: usize) -> io::Result<()> {
+        if self.carry.capacity() < want {
+            self.carry.reserve(want - self.carry.len());
+        }
+        while self.carry.len() < want {
+            let at = self.carry.len();
+            self.carry.resize(want, 0);
+            let n = loop {
+                match self.reader.read(&mut self.carry[at..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
+            match n {
+                Ok(0) => {
+                    self.carry.truncate(at);
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => self.carry.truncate(at + n),
+                Err(e) => {
+                    self.carry.truncate(at);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn next_array_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        let mut out = Vec::with_capacity(self.chunk_bytes + 1024);
+        let first_line = self.array.element + 1;
+        let mut pos = 0;
+        loop {
+            if pos >= self.carry.len() {
+                if self.eof {
+                    self.array.finish()?;
+                    break;
+                }
+                self.carry.clear();
+                pos = 0;
+                self.fill(self.chunk_bytes)?;
+                continue;
+            }
+            let (used, boundary) = self.array.feed(&self.carry[pos..], &mut out)?;
+            pos += used;
+            if boundary && out.len() >= self.chunk_bytes {
+                break;
+            }
+        }
+        self.carry.drain(..pos.min(self.carry.len()));
+        Ok((!out.is_empty()).then_some(Chunk { data: out, first_line }))
+    }
+}
+
+/// End (after its newline) of the first CSV record of `b`, if `b` holds a whole one.
+fn first_record_end(b: &[u8]) -> Option<usize> {
+    let mut quoted = false;
+    for at in memchr::memchr2_iter(b'"', b'\n', b) {
+        match b[at] {
+            b'"' => quoted = !quoted,
+            _ if !quoted => return Some(at + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// End (after its newline) of the last whole CSV record of `b` (which starts at a record).
+fn last_record_end(b: &[u8]) -> Option<usize> {
+    let mut quoted = false;
+    let mut last = None;
+    for at in memchr::memchr2_iter(b'"', b'\n', b) {
+        match b[at] {
+            b'"' => quoted = !quoted,
+            _ if !quoted => last = Some(at + 1),
+            _ => {}
+        }
+    }
+    last
+}
+
+/// Where the reader is in a JSON array.
+#[derive(Debug, Default)]
+struct ArrayState {
+    phase: Phase,
+    /// Nesting inside the current element.
+    depth: u32,
+    in_string: bool,
+    escape: bool,
+    /// Elements seen so far.
+    element: u64,
+    /// Bytes of the input consumed, for messages.
+    offset: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before `[` (whitespace and a byte-order mark allowed).
+    #[default]
+    Start,
+    /// After `[` or `,`: an element (or `]` right after `[`).
+    Element,
+    /// Inside an element.
+    InElement,
+    /// After an element: `,` or `]`.
+    After,
+    /// After `]`: only whitespace.
+    Done,
+}
+
+impl ArrayState {
+    fn bad(&self, what: &str) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{what} at byte {}", self.offset + 1))
+    }
+
+    /// Consumes bytes, appending element text to `out`; returns the bytes used and whether it
+    /// stopped right after an element (a place to cut).
+    fn feed(&mut self, b: &[u8], out: &mut Vec<u8>) -> io::Result<(usize, bool)> {
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i];
+            match self.phase {
+                Phase::Start => match c {
+                    b'[' => self.phase = Phase::Element,
+                    0xEF | 0xBB | 0xBF => {}
+                    c if c.is_ascii_whitespace() => {}
+                    _ => return Err(self.bad("expected `[`")),
+                },
+                Phase::Element => match c {
+                    c if c.is_ascii_whitespace() => {}
+                    b']' if self.element == 0 => self.phase = Phase::Done,
+                    b',' | b']' => return Err(self.bad("expected an element")),
+                    _ => {
+                        self.phase = Phase::InElement;
+                        self.depth = 0;
+                        continue;
+                    }
+                },
+                Phase::InElement => {
+                    if self.in_string {
+                        if self.escape {
+                            self.escape = false;
+                            out.push(c);
+                            i += 1;
+                            self.offset += 1;
+                            continue;
+                        }
+                        // Copy the string's run up to a quote or backslash at once.
+                        let run = memchr::memchr2(b'"', b'\\', &b[i..]).unwrap_or(b.len() - i);
+                        if run > 0 {
+                            out.extend_from_slice(&b[i..i + run]);
+                            i += run;
+                            self.offset += run as u64;
+                            continue;
+                        }
+                        match c {
+                            b'\\' => self.escape = true,
+                            _ => self.in_string = false,
+                        }
+                        out.push(c);
+                    } else {
+                        match c {
+                            b'"' => self.in_string = true,
+                            b'{' | b'[' => self.depth += 1,
+                            b'}' | b']' if self.depth > 0 => self.depth -= 1,
+                            b',' | b']' if self.depth == 0 => {
+                                // The `,` or `]` is read again in the `After` phase.
+                                self.end_element(out);
+                                return Ok((i, true));
+                            }
+                            b'\n' | b'\r' => {
+                                out.push(b' ');
+                                i += 1;
+                                self.offset += 1;
+                                continue;
+                            }
+                            _ => {}
+                        }
+                        out.push(c);
+                    }
+                }
+                Phase::After => match c {
+                    c if c.is_ascii_whitespace() => {}
+                    b',' => self.phase = Phase::Element,
+                    b']' => self.phase = Phase::Done,
+                    _ => return Err(self.bad("expected `,` or `]`")),
+                },
+                Phase::Done => {
+                    if !c.is_ascii_whitespace() {
+                        return Err(self.bad("text after the end of the array"));
+                    }
+                }
+            }
+            i += 1;
+            self.offset += 1;
+        }
+        Ok((i, false))
+    }
+
+    fn end_element(&mut self, out: &mut Vec<u8>) {
+        out.push(b'\n');
+        self.element += 1;
+        self.phase = Phase::After;
+    }
+
+    fn finish(&self) -> io::Result<()> {
+        match self.phase {
+            Phase::Done => Ok(()),
+            Phase::Start => Ok(()),
+            _ => Err(self.bad("the array ends early")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(input: &[u8], format: Format, size: usize) -> Vec<(u64, String)> {
+        let mut c = Chunker::new(input, format, size);
+        let mut out = Vec::new();
+        while let Some(chunk) = c.next_chunk().expect("read") {
+            out.push((chunk.first_line, String::from_utf8(chunk.data).expect("utf-8")));
+        }
+        out
+    }
+
+    #[test]
+    fn ndjson_is_cut_at_newlines_and_long_lines_grow_the_chunk() {
+        let text = "{\"a\":1}\n{\"a\":22222222222222222222222222222222}\n{\"a\":3}";
+        for size in [64, 100, 1 << 20] {
+            let got = chunks(text.as_bytes(), Format::Ndjson, size);
+            assert_eq!(got.iter().map(|c| c.1.as_str()).collect::<String>(), text, "{size}");
+            let mut line = 1;
+            for (first, data) in &got {
+                assert_eq!(*first, line);
+                assert!(data.ends_with('\n') || data.ends_with('}'));
+                line += data.matches('\n').count() as u64;
+            }
+        }
+    }
+
+    #[test]
+    fn csv_quoted_newlines_are_not_cut() {
+        let body = "1,\"two\nlines\"\n2,x\n".repeat(20);
+        let text = format!("id,s\n{body}");
+        let mut c = Chunker::new(text.as_bytes(), Format::Csv, 64);
+        assert_eq!(c.csv_header().expect("header"), Some(b"id,s".to_vec()));
+        let mut all = String::new();
+        let mut line = 2;
+        while let Some(chunk) = c.next_chunk().expect("read") {
+            let data = String::from_utf8(chunk.data).expect("utf-8");
+            assert_eq!(chunk.first_line, line);
+            assert!(data.starts_with("1,") || data.starts_with("2,"), "{data:?}");
+            line += data.matches('\n').count() as u64;
+            all.push_str(&data);
+        }
+        assert_eq!(all, body);
+    }
+
+    #[test]
+    fn json_arrays_become_one_element_per_line() {
+        let text = "\u{feff} [ {\"a\": \"x,]\\\"\"},\n 2 ,{\"b\":\n[1,{\"c\":[]}]} ] \n";
+        for size in [64, 1 << 20] {
+            let got = chunks(text.as_bytes(), Format::JsonArray, size);
+            let all: String = got.iter().map(|c| c.1.as_str()).collect();
+            assert_eq!(all, "{\"a\": \"x,]\\\"\"}\n2 \n{\"b\": [1,{\"c\":[]}]} \n");
+            assert_eq!(got[0].0, 1);
+        }
+        assert!(Chunker::new(&b"[1,2"[..], Format::JsonArray, 64).next_chunk().is_err());
+        assert!(Chunker::new(&b"[1,,2]"[..], Format::JsonArray, 64).next_chunk().is_err());
+        assert!(Chunker::new(&b"[1] x"[..], Format::JsonArray, 64).next_chunk().is_err());
+        assert!(chunks(b"[]", Format::JsonArray, 64).is_empty());
+    }
+}

@@ -1,0 +1,267 @@
+//! CSV straight to row bytes: the header names the columns once; each record's fields are
+//! taken in schema order and written by the shared rules. Every field is text, as in BigQuery's
+//! CSV loads: an empty field is NULL, and a JSON column takes the field as JSON text (checked).
+
+use bqsink_core::{coerce_scalar, FieldType, Mode, RowError, Scalar, Value};
+use bqsink_transport::{put_coerced_body, RowDescriptor, UnknownFields, WireKind};
+use csv_core::{ReadRecordResult, Reader};
+
+use crate::batch::{Batch, Batches, Cut};
+
+/// Transcodes CSV records into rows of one table.
+#[derive(Debug)]
+pub struct CsvTranscoder {
+    descriptor: RowDescriptor,
+    headers: Vec<String>,
+    /// For each top-level column, the field of a record that holds it.
+    source: Vec<Option<usize>>,
+    /// Refuses every record: a header that is not a column, or names one twice.
+    header_error: Option<RowError>,
+    fields: Vec<u8>,
+    ends: Vec<usize>,
+    bytes: Vec<u8>,
+    row: Vec<u8>,
+}
+
+impl CsvTranscoder {
+    /// A transcoder for records under `header` (the raw header record).
+    pub fn new(descriptor: RowDescriptor, header: &[u8], unknown: UnknownFields) -> Self {
+        let (fields, ends) = split_record(header);
+        let headers: Vec<String> = ends
+            .iter()
+            .enumerate()
+            .map(|(n, &end)| {
+                let start = if n == 0 { 0 } else { ends[n - 1] };
+                let h = String::from_utf8_lossy(&fields[start..end]);
+                let h = h.trim().trim_start_matches('\u{feff}');
+                if h.is_empty() {
+                    format!("column_{}", n + 1)
+                } else {
+                    h.to_owned()
+                }
+            })
+            .collect();
+        let root = descriptor.root();
+        let mut source = vec![None; root.fields.len()];
+        let mut header_error = None;
+        for (n, h) in headers.iter().enumerate() {
+            match root.lookup(h) {
+                Some(idx) if source[idx].is_some() => {
+                    header_error.get_or_insert_with(|| {
+                        RowError::new(h.clone(), "the column appears twice in the record (names are case-insensitive)")
+                    });
+                }
+                Some(idx) => source[idx] = Some(n),
+                None if unknown == UnknownFields::Reject => {
+                    header_error.get_or_insert_with(|| RowError::new(h.clone(), "no such column in the table"));
+                }
+                None => {}
+            }
+        }
+        Self {
+            descriptor,
+            headers,
+            source,
+            header_error,
+            fields: Vec::with_capacity(1024),
+            ends: Vec::with_capacity(64),
+            bytes: Vec::new(),
+            row: Vec::with_capacity(512),
+        }
+    }
+
+    /// The header's column names, as read.
+    pub fn headers(&self) -> &[String] {
+        &self.headers
+    }
+
+    /// Transcodes a chunk of whole CSV records whose first line is line `first_line` (1-based).
+    pub fn chunk(&mut self, chunk: &[u8], first_line: u64, cut: Cut) -> Vec<Batch> {
+        let mut batches = Batches::new(&self.descriptor, cut);
+        let mut reader = Reader::new();
+        let mut at = 0;
+        let mut line = first_line;
+        loop {
+            self.fields.clear();
+            self.ends.clear();
+            let start = at;
+            let Some(done) = self.read_record(&mut reader, chunk, &mut at) else { break };
+            let raw = &chunk[start..at];
+            let number = line + skipped_blank_lines(raw);
+            line += memchr::memchr_iter(b'\n', raw).count() as u64;
+            if self.ends.is_empty() || (self.ends.len() == 1 && self.ends[0] == 0 && self.headers.len() > 1) {
+                if done {
+                    break;
+                }
+                continue;
+            }
+            let text = || String::from_utf8_lossy(raw).trim().to_owned();
+            match self.record() {
+                Ok(()) => batches.row(&self.row, number - 1),
+                Err(e) => batches.refuse(number - 1, e, text()),
+            }
+            if done {
+                break;
+            }
+        }
+        batches.finish()
+    }
+
+    /// Reads one record from `chunk[*at..]` into `fields` / `ends`; `None` when nothing is
+    /// left, `Some(true)` when this was the last record.
+    fn read_record(&mut self, reader: &mut Reader, chunk: &[u8], at: &mut usize) -> Option<bool> {
+        if *at >= chunk.len() {
+            return None;
+        }
+        let mut out_len = 0;
+        let mut ends_len = 0;
+        loop {
+            if self.fields.len() < out_len + 256 {
+                self.fields.resize((self.fields.len() * 2).max(out_len + 1024), 0);
+            }
+            if self.ends.len() < ends_len + 8 {
+                self.ends.resize((self.ends.len() * 2).max(ends_len + 64), 0);
+            }
+            let input = &chunk[*at..];
+            let (result, nin, nout, nend) =
+                reader.read_record(input, &mut self.fields[out_len..], &mut self.ends[ends_len..]);
+            // csv-core counts each `ends` entry from the start of this call's output.
+            for e in &mut self.ends[ends_len..ends_len + nend] {
+                *e += out_len;
+            }
+            *at += nin;
+            out_len += nout;
+            ends_len += nend;
+            match result {
+                ReadRecordResult::InputEmpty if *at >= chunk.len() => {
+                    // The chunk ended inside the last record (no line end): finish it.
+                    let (result, _, nout, nend) = reader.read_record(&[], &mut self.fields[out_len..], &mut self.ends[ends_len..]);
+                    for e in &mut self.ends[ends_len..ends_len + nend] {
+                        *e += out_len;
+                    }
+                    out_len += nout;
+                    ends_len += nend;
+                    self.fields.truncate(out_len);
+                    self.ends.truncate(ends_len);
+                    let _ = result;
+                    return Some(true);
+                }
+                ReadRecordResult::InputEmpty | ReadRecordResult::OutputFull | ReadRecordResult::OutputEndsFull => {}
+                ReadRecordResult::Record => {
+                    self.fields.truncate(out_len);
+                    self.ends.truncate(ends_len);
+                    return Some(*at >= chunk.len());
+                }
+                ReadRecordResult::End => {
+                    self.fields.truncate(out_len);
+                    self.ends.truncate(ends_len);
+                    return if ends_len == 0 { None } else { Some(true) };
+                }
+            }
+        }
+    }
+
+    /// The current record (`fields` / `ends`) as a row message in `row`.
+    fn record(&mut self) -> Result<(), RowError> {
+        if self.ends.len() != self.headers.len() {
+            return Err(RowError::new(
+                "",
+                format!("expected {} fields (as in the header), got {}", self.headers.len(), self.ends.len()),
+            ));
+        }
+        for n in 0..self.ends.len() {
+            if std::str::from_utf8(self.field(n)).is_err() {
+                return Err(RowError::new("", format!("{}: not valid UTF-8", self.headers[n])));
+            }
+        }
+        if let Some(e) = &self.header_error {
+            return Err(e.clone());
+        }
+        self.row.clear();
+        let root = self.descriptor.root();
+        for (idx, field) in root.fields.iter().enumerate() {
+            let cell = match self.source[idx] {
+                Some(n) => {
+                    let start = if n == 0 { 0 } else { self.ends[n - 1] };
+                    std::str::from_utf8(&self.fields[start..self.ends[n]]).unwrap_or("")
+                }
+                None => "",
+            };
+            if cell.is_empty() {
+                if field.mode == Mode::Required {
+                    return Err(RowError::new(field.name.clone(), "REQUIRED column is missing or null"));
+                }
+                continue;
+            }
+            let s = Scalar::Str(cell);
+            if field.mode == Mode::Repeated {
+                return Err(RowError::new(
+                    field.name.clone(),
+                    format!("expected an array for a REPEATED column, got STRING ({})", preview(cell)),
+                ));
+            }
+            if field.kind == WireKind::Message {
+                return Err(RowError::new(field.name.clone(), format!("expected RECORD, got STRING ({})", preview(cell))));
+            }
+            if field.field_type == FieldType::Json {
+                if serde_json::from_str::<serde::de::IgnoredAny>(cell).is_err() {
+                    return Err(RowError::new(
+                        field.name.clone(),
+                        format!("expected JSON, got STRING ({}): not valid JSON text", preview(cell)),
+                    ));
+                }
+                field.tag.put(&mut self.row);
+                bqsink_transport::wire::put_varint(&mut self.row, cell.len() as u64);
+                self.row.extend_from_slice(cell.as_bytes());
+                continue;
+            }
+            match coerce_scalar(s, field.field_type, &mut self.bytes) {
+                Ok(c) => {
+                    field.tag.put(&mut self.row);
+                    put_coerced_body(&c, &self.bytes, &mut self.row);
+                }
+                Err(e) => return Err(RowError::new(field.name.clone(), e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    fn field(&self, n: usize) -> &[u8] {
+        let start = if n == 0 { 0 } else { self.ends[n - 1] };
+        &self.fields[start..self.ends[n]]
+    }
+}
+
+fn preview(cell: &str) -> String {
+    Value::String(cell.to_owned()).preview()
+}
+
+/// Lines before a record's first byte that are blank (csv-core skips them).
+fn skipped_blank_lines(raw: &[u8]) -> u64 {
+    let mut n = 0;
+    let mut rest = raw;
+    while let Some(at) = memchr::memchr(b'\n', rest) {
+        if rest[..at].iter().all(|b| *b == b'\r') {
+            n += 1;
+            rest = &rest[at + 1..];
+        } else {
+            break;
+        }
+    }
+    n
+}
+
+/// One whole record's fields (for the header).
+fn split_record(record: &[u8]) -> (Vec<u8>, Vec<usize>) {
+    let mut reader = Reader::new();
+    let mut fields = vec![0u8; record.len() + 16];
+    let mut ends = vec![0usize; record.len() + 2];
+    let (_, _, nout, nend) = reader.read_record(record, &mut fields, &mut ends);
+    let (_, _, nout2, nend2) = reader.read_record(&[], &mut fields[nout..], &mut ends[nend..]);
+    for e in &mut ends[nend..nend + nend2] {
+        *e += nout;
+    }
+    fields.truncate(nout + nout2);
+    ends.truncate(nend + nend2);
+    (fields, ends)
+}
