@@ -1,25 +1,14 @@
 //! Administration of a dataset without a destination: credentials, the dataset itself, and an
 //! overview of its tables (rows, partitioning, clustering). What the command line's `tables`
-//! and `health` need before, or instead of, writing rows.
-
-use std::path::Path;
+//! and `health` need before, or instead of, writing rows (`Admin::health` is with the other
+//! checks, in `health.rs`).
 
 use bqsink_core::{Clustering, TableRef, TimePartitioning};
 use bqsink_transport::{Auth, Endpoints, RestClient};
 
-use crate::destination::{Health, HealthCheck};
 use crate::Error;
 
-/// Resolves credentials the way [`crate::Destination`] does: none for an emulator, else the key
-/// file when given, else discovered ones (`GOOGLE_APPLICATION_CREDENTIALS`, Application Default
-/// Credentials, the metadata server, `gcloud`).
-pub async fn resolve_auth(endpoints: &Endpoints, credentials_path: Option<&Path>) -> Result<Auth, Error> {
-    Ok(match credentials_path {
-        _ if endpoints.emulator => Auth::none(),
-        Some(path) => Auth::from_key_file(path)?,
-        None => Auth::discover().await?,
-    })
-}
+pub use crate::connect::resolve_auth;
 
 /// One relation of a dataset with its size and shape.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -115,43 +104,5 @@ impl Admin {
         }
         out.sort_by(|a, b| a.table.cmp(&b.table));
         Ok(Some(out))
-    }
-
-    /// The checks [`crate::Destination::health`] starts with — connectivity, the dataset, and
-    /// the table when one is named — for when no destination can be built (say, the table is
-    /// missing). Never fails as a whole: a failed check says why.
-    pub async fn health(&self, project: &str, dataset: &str, table: Option<&str>) -> Health {
-        let rest = &self.rest;
-        let mut checks = Vec::new();
-        let exists = rest.dataset_exists(project, dataset).await;
-        checks.push(HealthCheck {
-            name: "connectivity",
-            ok: exists.is_ok(),
-            detail: match &exists {
-                Ok(_) => format!("BigQuery answered at {}", rest.base_url()),
-                Err(e) => e.to_string(),
-            },
-        });
-        checks.push(HealthCheck {
-            name: "dataset",
-            ok: matches!(exists, Ok(true)),
-            detail: match &exists {
-                Ok(true) => format!("{project}.{dataset} is accessible"),
-                Ok(false) => format!("{project}.{dataset} does not exist"),
-                Err(e) => e.to_string(),
-            },
-        });
-        if let Some(t) = table {
-            let (ok, detail) = match TableRef::new(project, dataset, t) {
-                Err(e) => (false, e.to_string()),
-                Ok(table) => match rest.get_table(&table).await {
-                    Ok(Some(info)) => (true, format!("{table} exists with {} columns", info.schema.fields.len())),
-                    Ok(None) => (false, format!("{table} does not exist")),
-                    Err(e) => (false, e.to_string()),
-                },
-            };
-            checks.push(HealthCheck { name: "table", ok, detail });
-        }
-        Health { checks }
     }
 }

@@ -7,8 +7,9 @@ use std::thread::JoinHandle;
 use bqsink_core::{Record, RowError};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::destination::{DestinationBuilder, Summary};
-use crate::{Destination, Error};
+use crate::destination::{Destination, DestinationBuilder};
+use crate::summary::Summary;
+use crate::Error;
 
 enum Msg {
     Row(Record),

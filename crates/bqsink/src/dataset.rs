@@ -33,8 +33,12 @@ use bqsink_transport::{Auth, Endpoints, RestClient, RowDescriptor, TableSpec, Tr
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
-use crate::destination::Summary;
+use crate::connect::resolve_auth;
+use crate::dlq_flush::flush_dead_letters;
+use crate::summary::Summary;
 use crate::Error;
+
+pub use crate::connect::{auto_table_management_from_env, parse_switch};
 
 /// How long a table's schema is trusted before it is read again.
 pub const DEFAULT_SCHEMA_TTL: Duration = Duration::from_secs(300);
@@ -43,28 +47,6 @@ const EVOLVE_ATTEMPTS: usize = 8;
 
 /// Base columns of a table about to be created, by table name.
 pub type BaseSchema = Arc<dyn Fn(&str) -> Schema + Send + Sync>;
-
-/// Whether `BIGQUERY_AUTO_TABLE_MANAGEMENT` allows DDL (default `true`; `false`, `0`, `no`, `off`
-/// turn it off).
-pub fn auto_table_management_from_env() -> Result<bool, Error> {
-    match std::env::var("BIGQUERY_AUTO_TABLE_MANAGEMENT") {
-        Err(_) => Ok(true),
-        Ok(v) if v.trim().is_empty() => Ok(true),
-        Ok(v) => parse_switch(&v).ok_or_else(|| {
-            bqsink_core::ConfigError::new("BIGQUERY_AUTO_TABLE_MANAGEMENT", format!("`{v}`: expected true or false"))
-                .into()
-        }),
-    }
-}
-
-/// An on/off setting: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, any case.
-pub fn parse_switch(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
 
 /// Writes rows into tables of one dataset, creating and evolving them.
 #[derive(Debug)]
@@ -274,7 +256,7 @@ impl DatasetWriter {
             self.adopt_reported_schema(&mut st, &t).await?;
         }
         drop(st);
-        crate::destination::flush_dead_letters(&self.inner.dlq).await
+        flush_dead_letters(&self.inner.dlq).await
     }
 
     /// Flushes, finishes every table's stream (commits in Batch mode), reports what was done.
@@ -284,7 +266,7 @@ impl DatasetWriter {
         }
         let mut st = self.inner.state.lock().await;
         st.router.finish().await?;
-        crate::destination::flush_dead_letters(&self.inner.dlq).await?;
+        flush_dead_letters(&self.inner.dlq).await?;
         let s = st.router.stats();
         let (server_dead, server_kept) =
             if self.inner.dlq.is_some() { (s.rows_refused, 0) } else { (0, s.rows_refused) };
@@ -607,7 +589,7 @@ impl DatasetWriterBuilder {
         let endpoints = self.endpoints.unwrap_or_else(Endpoints::from_env);
         let auth = match self.auth {
             Some(a) => a,
-            None => crate::admin::resolve_auth(&endpoints, config.credentials_path.as_deref()).await?,
+            None => resolve_auth(&endpoints, config.credentials_path.as_deref()).await?,
         };
         let rest = RestClient::new(&endpoints, auth.clone())?;
         let client = WriteClient::connect(&endpoints, auth).await?;

@@ -16,13 +16,13 @@
 //! so pushing never waits on the network; `flush` waits until BigQuery acknowledged them.
 
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bqsink_core::{Field, FieldType, Record, Schema, Value};
 use bqsink_engine::{DeadLetter, DeadLetterQueue, Payload};
 
 use crate::blocking::Writer;
-use crate::destination::DestinationBuilder;
+use crate::destination::{DeadLetterTable, DestinationBuilder};
 
 /// The dead-letter table's columns.
 pub fn dead_letter_schema() -> Schema {
@@ -72,6 +72,19 @@ impl TableDeadLetters {
         let writer = guard.as_ref().ok_or_else(|| io::Error::other("the dead-letter table is closed"))?;
         f(writer).map_err(|e| io::Error::other(format!("dead-letter table {}: {e}", self.table)))
     }
+}
+
+impl DestinationBuilder {
+    /// Send rows that cannot be written to a table of the same dataset (created when missing;
+    /// columns in [`crate::dlq_table`]), so they can be queried next to the data.
+    pub fn dead_letter_table(self, table_id: impl Into<String>) -> Self {
+        self.with_dead_letter_table(DeadLetterTable { table_id: table_id.into(), open: open_queue })
+    }
+}
+
+/// Opens the dead-letter table a destination names, for its `build`.
+fn open_queue(builder: DestinationBuilder) -> Result<Arc<dyn DeadLetterQueue>, crate::Error> {
+    Ok(Arc::new(TableDeadLetters::open(builder)?))
 }
 
 /// The dead letter as a row of the table.

@@ -1,24 +1,36 @@
 #![doc = include_str!("../README.md")]
+//!
+//! # Module layout
+//!
+//! Dependencies between the modules point one way; each uses only modules before it here:
+//! `error` ← `connect` ← `summary` ← `dlq_flush` ← `admin` ← `destination` ← `blocking` ←
+//! `dlq_table` ← `health` ← `dataset` ← `segment`. The dead-letter table writes through a
+//! destination of its own, so it hands `DestinationBuilder` the function that opens it rather
+//! than the builder calling up into it.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod admin;
 pub mod blocking;
+mod connect;
 pub mod dataset;
 mod destination;
+mod dlq_flush;
 pub mod dlq_table;
 mod error;
+mod health;
 pub mod segment;
+mod summary;
 
 pub use admin::{Admin, TableOverview};
 pub use blocking::Writer;
 pub use bqsink_schema::SegmentOptions;
 pub use dataset::{DatasetWriter, DatasetWriterBuilder};
-pub use destination::{
-    Destination, DestinationBuilder, Health, HealthCheck, StreamReport, Summary, HEALTHY_ERROR_RATE,
-};
+pub use destination::{Destination, DestinationBuilder, StreamReport};
 pub use dlq_table::TableDeadLetters;
 pub use error::Error;
+pub use health::{Health, HealthCheck, HEALTHY_ERROR_RATE};
 pub use segment::{PayloadOutcome, SegmentWriter};
+pub use summary::Summary;
 
 pub use bqsink_core::{
     civil, Clustering, ConfigError, CreateDisposition, Date, DateTime, Decimal, Field, FieldType, Mode, PartitionType,

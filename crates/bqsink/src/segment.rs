@@ -14,7 +14,7 @@ use bqsink_schema::segment::{default_partitioning, table_schema};
 use bqsink_schema::{InferMode, SchemaInference, SegmentOptions, SegmentRow};
 
 use crate::dataset::{DatasetWriter, DatasetWriterBuilder};
-use crate::destination::Summary;
+use crate::summary::Summary;
 use crate::Error;
 
 /// What became of one payload.
