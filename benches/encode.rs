@@ -60,6 +60,18 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // The same lines as one chunk of a file, straight to row bytes (the `bqsink load` path).
+    let chunk = lines.join("\n").into_bytes();
+    let mut transcoder = bqsink_formats::JsonTranscoder::new(descriptor.clone());
+    let cut = bqsink_formats::Cut { max_rows: 1_000, max_bytes: 9_500_000 };
+    group.bench_function("ndjson_transcode", |b| {
+        b.iter(|| {
+            let batches = transcoder.ndjson_chunk(&chunk, 1, cut);
+            assert!(batches.iter().all(|b| b.refused.is_empty()));
+            batches.len()
+        })
+    });
+
     #[derive(serde::Serialize)]
     struct Event<'a> {
         id: i64,

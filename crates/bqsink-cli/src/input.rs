@@ -174,9 +174,16 @@ enum Stop {
 }
 
 /// Counts the bytes read, for progress.
-struct Counting<R> {
+pub(crate) struct Counting<R> {
     inner: R,
     bytes: Arc<AtomicU64>,
+}
+
+impl<R> Counting<R> {
+    /// `inner`, adding what it reads to `bytes`.
+    pub(crate) fn new(inner: R, bytes: Arc<AtomicU64>) -> Self {
+        Self { inner, bytes }
+    }
 }
 
 impl<R: Read> Read for Counting<R> {

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: the transcoding path allocates nothing per row, but the engine, tonic and the
+/// dead-letter path do allocate across threads, where glibc's arenas contend (see the README's
+/// "Allocator" note for the measurement).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cmd;
 mod errors;
 mod infer;

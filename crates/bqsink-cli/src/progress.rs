@@ -69,7 +69,7 @@ pub(crate) enum Total {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     /// Rows taken from the input.
-    pub(crate) read: AtomicU64,
+    pub(crate) read: Arc<AtomicU64>,
     /// Rows refused before they reached BigQuery (bad input, values that do not fit).
     pub(crate) refused: AtomicU64,
     /// Input bytes read.
@@ -203,6 +203,15 @@ impl Progress {
                 });
                 Self { bar: None, task: Some(task), last: None }
             }
+        }
+    }
+
+    /// A handle that prints lines like [`Progress::println`], for other threads.
+    pub(crate) fn printer(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let bar = self.bar.clone();
+        move |line: &str| match &bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
         }
     }
 

@@ -23,8 +23,13 @@ pub const DEFAULT_BATCH_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_MAX_CONCURRENT_BATCHES: usize = 10;
 /// Capacity of the ingest channel (rows) between callers and the workers.
 pub const DEFAULT_STREAMING_BUFFER: usize = 10_000;
-/// Encoding workers.
+/// Encoding workers when the machine's core count cannot be read.
 pub const DEFAULT_WORKER_COUNT: usize = 4;
+
+/// Default encoding workers: one per available core (transcoding is CPU-bound).
+pub fn default_worker_count() -> usize {
+    std::thread::available_parallelism().map_or(DEFAULT_WORKER_COUNT, |n| n.get().min(MAX_WORKER_COUNT))
+}
 /// Largest accepted `batch_size`; bigger batches are cut by bytes anyway.
 pub const MAX_BATCH_SIZE: usize = 1_000_000;
 /// Largest accepted `worker_count`.
@@ -90,7 +95,7 @@ impl Default for DestinationConfig {
             batch_timeout_ms: DEFAULT_BATCH_TIMEOUT_MS,
             max_concurrent_batches: DEFAULT_MAX_CONCURRENT_BATCHES,
             streaming_buffer: DEFAULT_STREAMING_BUFFER,
-            worker_count: DEFAULT_WORKER_COUNT,
+            worker_count: default_worker_count(),
             enable_streaming: true,
             auto_detect_schema: true,
             create_disposition: CreateDisposition::default(),
@@ -194,7 +199,7 @@ mod tests {
         let c = DestinationConfig::new("my-project", "analytics", "events");
         assert_eq!(c.batch_size, DEFAULT_BATCH_SIZE);
         assert_eq!(c.batch_timeout_ms, DEFAULT_BATCH_TIMEOUT_MS);
-        assert_eq!(c.worker_count, DEFAULT_WORKER_COUNT);
+        assert_eq!(c.worker_count, default_worker_count());
         assert!(c.enable_streaming && c.auto_detect_schema);
         assert_eq!(c.effective_write_mode(), WriteMode::Streaming);
         assert_eq!(c.validate(), Ok(()));

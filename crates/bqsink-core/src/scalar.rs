@@ -223,7 +223,8 @@ pub fn coerce_scalar<'a>(s: Scalar<'a>, ty: FieldType, bytes: &mut Vec<u8>) -> R
             Some(t) => Ok(Coerced::Timestamp(t)),
             None => fail(Some("not a timestamp (YYYY-MM-DD HH:MM:SS[.ffffff][zone], years 0001–9999)")),
         },
-        (FieldType::Timestamp, Scalar::Int(secs)) => match secs.checked_mul(1_000_000).and_then(Timestamp::from_micros) {
+        (FieldType::Timestamp, Scalar::Int(secs)) => match secs.checked_mul(1_000_000).and_then(Timestamp::from_micros)
+        {
             Some(t) => Ok(Coerced::Timestamp(t)),
             None => fail(Some("seconds since 1970 out of range")),
         },

@@ -70,6 +70,14 @@ impl EncodedRows {
     pub fn descriptor(&self) -> &RowDescriptor {
         &self.descriptor
     }
+
+    /// Rows a transcoder wrote straight from input bytes, positioned by their place in the
+    /// input; the rows it refused come back apart (they have no record, only raw text).
+    pub fn from_batch(batch: bqsink_formats::Batch) -> (Self, Vec<bqsink_formats::Refused>) {
+        let bqsink_formats::Batch { descriptor, rows, ends, positions, refused } = batch;
+        let positions = positions.into_iter().map(|p| p as usize).collect();
+        (Self { descriptor, rows, ends, refused: Vec::new(), positions }, refused)
+    }
 }
 
 /// Encodes `records` with `encoder`, in order. Rows that cannot be encoded are set aside with
@@ -95,10 +103,11 @@ pub fn encode_rows(encoder: &mut RowEncoder, records: Vec<Record>) -> EncodedRow
     out
 }
 
-struct Job {
-    descriptor: RowDescriptor,
-    records: Vec<Record>,
-    reply: oneshot::Sender<EncodedRows>,
+enum Job {
+    /// Records to encode with the worker's encoder.
+    Records { descriptor: RowDescriptor, records: Vec<Record>, reply: oneshot::Sender<EncodedRows> },
+    /// Any other work (transcoding a chunk of input), which answers through its own channel.
+    Task(Box<dyn FnOnce() + Send>),
 }
 
 /// A fixed set of encoding threads fed through a bounded channel.
@@ -120,15 +129,22 @@ impl EncoderPool {
             let thread = std::thread::Builder::new().name(format!("bqsink-encode-{i}")).spawn(move || {
                 let mut encoder: Option<RowEncoder> = None;
                 while let Ok(job) = rx.recv() {
+                    let (descriptor, records, reply) = match job {
+                        Job::Records { descriptor, records, reply } => (descriptor, records, reply),
+                        Job::Task(task) => {
+                            task();
+                            continue;
+                        }
+                    };
                     let e = match encoder.take() {
-                        Some(e) if e.descriptor().same_as(&job.descriptor) => e,
-                        _ => RowEncoder::new(job.descriptor.clone()),
+                        Some(e) if e.descriptor().same_as(&descriptor) => e,
+                        _ => RowEncoder::new(descriptor.clone()),
                     };
                     let mut e = e;
-                    let encoded = encode_rows(&mut e, job.records);
+                    let encoded = encode_rows(&mut e, records);
                     encoder = Some(e);
                     // The caller may have gone away (its write was cancelled): nothing to do.
-                    let _ = job.reply.send(encoded);
+                    let _ = reply.send(encoded);
                 }
             })?;
             threads.push(thread);
@@ -154,12 +170,31 @@ impl EncoderPool {
         descriptor: &RowDescriptor,
         records: Vec<Record>,
     ) -> Result<oneshot::Receiver<EncodedRows>, EngineError> {
-        let tx = self.tx.as_ref().ok_or_else(stopped)?;
         let (reply, rx) = oneshot::channel();
-        let mut job = Job { descriptor: descriptor.clone(), records, reply };
+        self.queue(Job::Records { descriptor: descriptor.clone(), records, reply }).await?;
+        Ok(rx)
+    }
+
+    /// Queues any work on the workers (say, transcoding a chunk of input) and returns at once
+    /// with the receiver of its result; queuing waits like [`EncoderPool::submit`].
+    pub async fn run<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<oneshot::Receiver<R>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.queue(Job::Task(Box::new(move || {
+            // The caller may have gone away (its write was cancelled): nothing to do.
+            let _ = reply.send(work());
+        })))
+        .await?;
+        Ok(rx)
+    }
+
+    async fn queue(&self, mut job: Job) -> Result<(), EngineError> {
+        let tx = self.tx.as_ref().ok_or_else(stopped)?;
         loop {
             match tx.try_send(job) {
-                Ok(()) => return Ok(rx),
+                Ok(()) => return Ok(()),
                 Err(crossbeam_channel::TrySendError::Full(j)) => {
                     job = j;
                     // Every worker is busy: yield to the runtime until one takes a chunk.

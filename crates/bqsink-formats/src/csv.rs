@@ -70,6 +70,11 @@ impl CsvTranscoder {
         }
     }
 
+    /// The descriptor rows are written for.
+    pub fn descriptor(&self) -> &RowDescriptor {
+        &self.descriptor
+    }
+
     /// The header's column names, as read.
     pub fn headers(&self) -> &[String] {
         &self.headers
@@ -135,7 +140,8 @@ impl CsvTranscoder {
             match result {
                 ReadRecordResult::InputEmpty if *at >= chunk.len() => {
                     // The chunk ended inside the last record (no line end): finish it.
-                    let (result, _, nout, nend) = reader.read_record(&[], &mut self.fields[out_len..], &mut self.ends[ends_len..]);
+                    let (result, _, nout, nend) =
+                        reader.read_record(&[], &mut self.fields[out_len..], &mut self.ends[ends_len..]);
                     for e in &mut self.ends[ends_len..ends_len + nend] {
                         *e += out_len;
                     }
@@ -201,7 +207,10 @@ impl CsvTranscoder {
                 ));
             }
             if field.kind == WireKind::Message {
-                return Err(RowError::new(field.name.clone(), format!("expected RECORD, got STRING ({})", preview(cell))));
+                return Err(RowError::new(
+                    field.name.clone(),
+                    format!("expected RECORD, got STRING ({})", preview(cell)),
+                ));
             }
             if field.field_type == FieldType::Json {
                 if serde_json::from_str::<serde::de::IgnoredAny>(cell).is_err() {

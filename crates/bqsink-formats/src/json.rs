@@ -130,6 +130,11 @@ impl JsonTranscoder {
         self
     }
 
+    /// The rule for keys that are not columns.
+    pub fn unknown_fields(&self) -> UnknownFields {
+        self.unknown
+    }
+
     /// The descriptor rows are written for.
     pub fn descriptor(&self) -> &RowDescriptor {
         &self.descriptor
@@ -450,7 +455,10 @@ fn one(
             let start = p.i;
             p.skip_value()?;
             let (kind, preview) = describe(&p.s[start..p.i]);
-            return Ok(Outcome::Failed(RowError::new(path.render(), format!("expected RECORD, got {kind} ({preview})"))));
+            return Ok(Outcome::Failed(RowError::new(
+                path.render(),
+                format!("expected RECORD, got {kind} ({preview})"),
+            )));
         }
         field.tag.put(out);
         let body = begin_len(out);

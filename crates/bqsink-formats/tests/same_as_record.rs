@@ -74,7 +74,9 @@ fn scalar_text(r: &mut Rng, ty: FieldType) -> String {
             &["\"123.456\"", "1.25", "7", "\"1e3\"", "18446744073709551615", "\"0.0000000001\""]
         }
         FieldType::Bool => &["true", "false", "\"T\"", "0", "1", "\"no\""],
-        FieldType::Timestamp => &["\"2024-05-01T12:00:00Z\"", "\"2024-05-01 12:00:00.123456+02:00\"", "1714564800", "1.5"],
+        FieldType::Timestamp => {
+            &["\"2024-05-01T12:00:00Z\"", "\"2024-05-01 12:00:00.123456+02:00\"", "1714564800", "1.5"]
+        }
         FieldType::Date => &["\"2024-02-29\"", "\"2023-02-29\"", "\"0001-01-01\""],
         FieldType::Time => &["\"12:34:56.789\"", "\"25:00:00\"", "\"7:05\""],
         FieldType::DateTime => &["\"2024-05-01T12:00:00\"", "\"2024-05-01 01:02:03.5\"", "\"2024-05-01\""],
@@ -162,7 +164,9 @@ fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     match (a, b) {
         (J::Number(x), J::Number(y)) => x.as_f64() == y.as_f64(),
         (J::Array(x), J::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b)),
-        (J::Object(x), J::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w))),
+        (J::Object(x), J::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
         _ => a == b,
     }
 }
@@ -251,7 +255,15 @@ fn syntax_errors_and_edge_cases() {
         assert_eq!(via_record(&mut enc, line), via_transcoder(&mut t, line), "{line}");
     }
     // Not JSON: both refuse the row as a whole (their messages differ in detail).
-    for line in [r#"{"id":1"#, r#"{"id":01}"#, r#"{"id":1,}"#, r#"{"id":1} x"#, "{\"s\":\"a\u{1}\"}", r#"{"s":"\ud800"}"#, r#"{"n":1e400}"#] {
+    for line in [
+        r#"{"id":1"#,
+        r#"{"id":01}"#,
+        r#"{"id":1,}"#,
+        r#"{"id":1} x"#,
+        "{\"s\":\"a\u{1}\"}",
+        r#"{"s":"\ud800"}"#,
+        r#"{"n":1e400}"#,
+    ] {
         let a = via_record(&mut enc, line);
         let b = via_transcoder(&mut t, line);
         assert!(a.as_ref().is_err_and(|e| e.starts_with("|invalid JSON")), "{line}: {a:?}");

@@ -277,7 +277,8 @@ fn encode_one(
     // Loose values (the shapes JSON has) follow the shared rules, as the input transcoders do.
     if let Some(s) = value.as_scalar() {
         let mut bytes = Vec::new();
-        let c = coerce_scalar(s, field.field_type, &mut bytes).map_err(|e| RowError::new(path.render(), e.to_string()))?;
+        let c =
+            coerce_scalar(s, field.field_type, &mut bytes).map_err(|e| RowError::new(path.render(), e.to_string()))?;
         field.tag.put(buf);
         put_coerced_body(&c, &bytes, buf);
         return Ok(());

@@ -51,6 +51,10 @@ pub enum Error {
     /// The dead-letter queue could not keep a row: stopping, so the row is not lost silently.
     #[error("{0}")]
     DeadLetter(String),
+    /// The input cannot be read on (an I/O error, a JSON array that breaks off): the rest of it
+    /// is not loaded; the rows read before it were handed over.
+    #[error("{0}")]
+    Input(String),
     /// The table does not exist and may not be created.
     #[error("table {table} does not exist; {hint}")]
     TableNotFound {

@@ -23,9 +23,13 @@ mod summary;
 
 pub use admin::{Admin, TableOverview};
 pub use blocking::Writer;
+/// Input formats: transcoders from input bytes to row bytes, the chunker, decompression.
+pub use bqsink_formats as formats;
+pub use bqsink_formats::Format;
 pub use bqsink_schema::SegmentOptions;
+pub use bqsink_transport::UnknownFields;
 pub use dataset::{DatasetWriter, DatasetWriterBuilder};
-pub use destination::{Destination, DestinationBuilder, StreamReport};
+pub use destination::{Destination, DestinationBuilder, LoadOptions, LoadReport, StreamReport};
 pub use dlq_table::TableDeadLetters;
 pub use error::Error;
 pub use health::{Health, HealthCheck, HEALTHY_ERROR_RATE};

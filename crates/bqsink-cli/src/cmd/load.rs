@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use bqsink::{Admin, DestinationBuilder, PartitionType, RowError, Schema, WriteMode};
+use bqsink::{Admin, DestinationBuilder, LoadOptions, PartitionType, RowError, Schema, WriteMode};
 use bqsink_schema::InferMode;
 
 use super::{connect, out};
@@ -229,7 +229,13 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
 
     let interval = Duration::from_secs_f64(args.progress_interval.max(0.1));
     let counters = Arc::new(Counters::default());
-    let mut rows = input::spawn(inputs.clone(), args.format, counters.bytes.clone());
+    // Without a known schema, rows are read as records and reshaped the way the inferred
+    // schema assumes; otherwise the reader below is not used.
+    let mut rows = if normalize.is_some() {
+        input::spawn(inputs.clone(), args.format, counters.bytes.clone())
+    } else {
+        tokio::sync::mpsc::channel(1).1
+    };
     let mut progress = Progress::start(
         Style::choose(global.quiet, interval),
         total.map(Total::Bytes),
@@ -240,7 +246,15 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
     interrupt.set_graceful(true);
 
     let mut fatal: Option<anyhow::Error> = None;
-    loop {
+    if normalize.is_none() {
+        // The table's schema is known: input bytes go straight to row bytes.
+        drop(rows);
+        let printed = Arc::new(AtomicU64::new(0));
+        fatal = load_fast(&dest, &args, &inputs, &counters, &progress, &printed, interrupt).await.err();
+        errors.printed = printed.load(Ordering::Relaxed);
+        rows = tokio::sync::mpsc::channel(1).1;
+    }
+    while fatal.is_none() && normalize.is_some() {
         let item = tokio::select! {
             biased;
             () = interrupt.wait() => break,
@@ -348,6 +362,55 @@ pub(crate) async fn unwrap_arc<T>(mut dest: Arc<T>) -> T {
             }
         }
     }
+}
+
+/// Each input through [`Destination::load_until`]: chunked, transcoded on the encoding
+/// workers, refused rows printed as they come (the first few) and dead-lettered with their text.
+async fn load_fast(
+    dest: &Arc<bqsink::Destination>,
+    args: &LoadArgs,
+    inputs: &[Input],
+    counters: &Arc<Counters>,
+    progress: &Progress,
+    printed: &Arc<AtomicU64>,
+    interrupt: &Interrupt,
+) -> anyhow::Result<()> {
+    for (i, input) in inputs.iter().enumerate() {
+        let name = input.name();
+        let raw: Box<dyn std::io::Read + Send> = match &input.path {
+            Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("cannot open {name}"))?),
+            None => Box::new(std::io::stdin()),
+        };
+        let raw = input::Counting::new(raw, counters.bytes.clone());
+        let (reader, _) = bqsink::formats::input::open(Box::new(raw)).with_context(|| format!("cannot read {name}"))?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
+        let head = std::io::BufRead::fill_buf(&mut reader).with_context(|| format!("cannot read {name}"))?;
+        let format = match args.format {
+            Format::Auto => bqsink::formats::input::detect(input.path.as_ref().and_then(|p| p.to_str()), head),
+            Format::Ndjson => bqsink::formats::Format::Ndjson,
+            Format::Csv => bqsink::formats::Format::Csv,
+            Format::Json => bqsink::formats::Format::JsonArray,
+        };
+        let unit = if format == bqsink::formats::Format::JsonArray { "element" } else { "line" };
+        let place = if inputs.len() > 1 { format!("{name} {unit}") } else { unit.to_owned() };
+        let print = progress.printer();
+        let printed = printed.clone();
+        let options = LoadOptions::new(format).with_rows_read(counters.read.clone()).on_refused(move |e| {
+            if printed.fetch_add(1, Ordering::Relaxed) < MAX_PRINTED_ROW_ERRORS {
+                let number = e.row.map_or(0, |r| r + 1);
+                print(&format!("bqsink: {place} {number}: {}", describe(e)));
+            }
+        });
+        let report = dest.load_until(reader, options, interrupt.wait()).await.map_err(|e| match e {
+            bqsink::Error::Input(m) => anyhow!("{name}: {m}"),
+            e => anyhow!("{e}"),
+        })?;
+        let _ = i;
+        if report.stopped {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn describe(e: &RowError) -> String {

@@ -235,6 +235,11 @@ impl TableSink {
         self.encoder.descriptor()
     }
 
+    /// Where requests are cut and how many may be in flight.
+    pub fn limits(&self) -> BatchLimits {
+        self.limits
+    }
+
     /// Rows encoded but not yet acknowledged.
     pub fn pending_rows(&self) -> usize {
         self.batch_rows + self.inflight.iter().map(|f| f.request.row_count()).sum::<usize>()

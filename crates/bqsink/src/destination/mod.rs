@@ -4,11 +4,14 @@
 //! - `builder.rs`: the settings, and `build` (checks, connects, creates what is missing);
 //! - `write.rs`: the write paths (one row, batches and streams through the encoding workers,
 //!   raw input) and the batch timeout;
+//! - `load.rs`: a reader's bytes (NDJSON, CSV, a JSON array) chunked and transcoded on the
+//!   encoding workers, straight to row bytes;
 //! - `close.rs`: flush and close, and the summary;
 //! - `table.rs`: the table itself: created, altered, dropped, staged for WRITE_TRUNCATE.
 
 mod builder;
 mod close;
+mod load;
 mod table;
 mod write;
 
@@ -27,6 +30,7 @@ use crate::Error;
 
 pub(crate) use builder::DeadLetterTable;
 pub use builder::DestinationBuilder;
+pub use load::{LoadOptions, LoadReport};
 pub use write::StreamReport;
 
 /// Writes rows into one BigQuery table through the Storage Write API, in the configured

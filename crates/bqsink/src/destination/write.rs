@@ -122,6 +122,17 @@ impl Destination {
         refused: &mut Vec<RowError>,
     ) -> Result<(), Error> {
         let chunk = rx.await.map_err(|_| encoders_gone())?;
+        self.place_encoded(base, chunk, refused).await
+    }
+
+    /// Hands rows encoded (or transcoded) on the workers to the sink, in order; refused rows
+    /// are dead-lettered and collected, numbered `base` + their position.
+    pub(super) async fn place_encoded(
+        &self,
+        base: u64,
+        chunk: EncodedRows,
+        refused: &mut Vec<RowError>,
+    ) -> Result<(), Error> {
         let rows = (chunk.len() + chunk.refused_len()) as u64;
         self.inner.rows_read.fetch_add(rows, Ordering::Relaxed);
         let mut sink = self.inner.sink.lock().await;
@@ -200,7 +211,7 @@ impl Destination {
     }
 
     /// Records a refused row: into the dead-letter queue, or counted as returned to the caller.
-    fn refuse(&self, e: RowError, payload: Payload) -> Result<(), Error> {
+    pub(super) fn refuse(&self, e: RowError, payload: Payload) -> Result<(), Error> {
         match &self.inner.dlq {
             Some(q) => {
                 q.push(DeadLetter::new(Reason::from_row_error(&self.inner.table, &e), payload)).map_err(|io| {
@@ -236,7 +247,7 @@ impl Destination {
     }
 }
 
-fn encoders_gone() -> Error {
+pub(super) fn encoders_gone() -> Error {
     Error::Transport(bqsink_transport::TransportError::StreamClosed("the encoding workers have stopped".into()))
 }
 
