@@ -1,13 +1,18 @@
 """The benchmark rows through Google's official Python client (google-cloud-bigquery-storage):
 BigQueryWriteClient over an insecure channel, AppendRowsStream on the table's _default stream,
 proto2 rows built from the same 12-column schema and the same values as bqsink's benchmark
-(bqsink_testkit::rows::typed_row). Prints one JSON line with what it did.
+(bqsink_testkit::rows::typed_row). With --file, the rows are read from a 12-column NDJSON file
+instead, the way a user of this client would: json.loads per line, each column set on the proto
+message (TIMESTAMP and DATE converted from their ISO strings, the JSON column dumped back to
+text). Prints one JSON line with what it did.
 
-    python python_peer.py --grpc HOST:PORT [--rows N] [--batch-size B] [--inflight K]
-                          [--project P --dataset D --table T]
+    python python_peer.py --grpc HOST:PORT [--rows N | --file PATH] [--batch-size B]
+                          [--inflight K] [--project P --dataset D --table T]
 """
 
 import argparse
+import datetime
+import itertools
 import json
 import sys
 import time
@@ -69,6 +74,40 @@ def make_row(Row, i: int) -> bytes:
     return r.SerializeToString()
 
 
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+MICROSECOND = datetime.timedelta(microseconds=1)
+# Columns copied as they are: numbers, booleans, strings.
+PLAIN = ("id", "score", "ok", "event", "user_id", "page", "agent", "amount")
+
+
+def file_rows(Row, path: str):
+    """Serialized rows of an NDJSON file, one per non-empty line."""
+    with open(path, "rb", buffering=1 << 20) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            d = json.loads(line)
+            r = Row()
+            for name in PLAIN:
+                v = d.get(name)
+                if v is not None:
+                    setattr(r, name, v)
+            v = d.get("at")
+            if v is not None:
+                r.at = (datetime.datetime.fromisoformat(v) - EPOCH) // MICROSECOND
+            v = d.get("day")
+            if v is not None:
+                r.day = datetime.date.fromisoformat(v).toordinal() - EPOCH_ORDINAL
+            v = d.get("props")
+            if v is not None:
+                r.props = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+            v = d.get("tags")
+            if v:
+                r.tags.extend(v)
+            yield r.SerializeToString()
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--grpc", required=True)
@@ -78,6 +117,7 @@ def main() -> int:
     p.add_argument("--project", default="bench")
     p.add_argument("--dataset", default="bench")
     p.add_argument("--table", default="rows")
+    p.add_argument("--file", help="12-column NDJSON file to load instead of generated rows")
     a = p.parse_args()
 
     started = time.perf_counter()
@@ -97,33 +137,49 @@ def main() -> int:
     setup_s = time.perf_counter() - started
 
     writing = time.perf_counter()
+    if a.file:
+        source = file_rows(Row, a.file)
+    else:
+        source = (make_row(Row, j) for j in range(a.rows))
     pending = deque()
     requests = 0
     row_bytes = 0
+    rows_acked = 0
+
+    def settle(future, n: int) -> int:
+        response = future.result()
+        if response.row_errors:
+            raise RuntimeError(f"rows refused: {list(response.row_errors)[:3]}")
+        return n
+
     i = 0
-    while i < a.rows:
-        n = min(a.batch_size, a.rows - i)
-        rows = [make_row(Row, j) for j in range(i, i + n)]
+    while True:
+        rows = list(itertools.islice(source, a.batch_size))
+        if not rows:
+            break
         row_bytes += sum(len(r) for r in rows)
-        i += n
+        i += len(rows)
         # write_stream on every request: legal, and what bqemulator needs.
         request = types.AppendRowsRequest(
             write_stream=stream_name,
             proto_rows=types.AppendRowsRequest.ProtoData(rows=types.ProtoRows(serialized_rows=rows)),
         )
-        pending.append(stream.send(request))
+        pending.append((stream.send(request), len(rows)))
         requests += 1
         while len(pending) >= a.inflight:
-            pending.popleft().result()
+            rows_acked += settle(*pending.popleft())
     while pending:
-        pending.popleft().result()
+        rows_acked += settle(*pending.popleft())
     stream.close()
     wall_s = time.perf_counter() - writing
+    if rows_acked != i:
+        raise RuntimeError(f"{rows_acked} of {i} rows acknowledged")
     print(
         json.dumps(
             {
-                "rows": a.rows,
-                "rows_written": a.rows,
+                "rows": i,
+                "rows_written": i,
+                "rows_acked": rows_acked,
                 "requests": requests,
                 "bytes_written": row_bytes,
                 "batch_size": a.batch_size,

@@ -7,8 +7,10 @@
 //! 3. Clients: bqsink (`Destination`, default settings, 1M and 10M rows), Google's Python client
 //!    (`AppendRowsStream`), the Rust peer (`google-cloud-bigquery`), then bqsink by batch size and
 //!    by worker count.
-//! 4. bqsink and the Python client loading the same rows into bqemulator.
-//! 5. `target/bench/summary.json` and `target/bench/throughput.svg`.
+//! 4. Loading a file (`bench_load`): `bqsink load` against the Rust and Python peers reading the
+//!    same generated NDJSON/CSV files, each a whole process; `--load-only` runs just this.
+//! 5. bqsink and the Python client loading the same rows into bqemulator.
+//! 6. `target/bench/summary.json` and `target/bench/throughput.svg`.
 //!
 //! Every number comes from the run; a client that does not get all its rows acknowledged by the
 //! sink fails the bench.
@@ -21,7 +23,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
-use crate::{bench_chart, cargo, emulator, run};
+use crate::{bench_chart, bench_load, cargo, emulator, run};
 
 /// Row counts and repetitions of one bench run.
 struct Plan {
@@ -63,56 +65,68 @@ const QUICK: Plan = Plan {
 };
 
 /// Rows per request of the peers: the facade's default batch size.
-fn peer_batch() -> usize {
+pub(crate) fn peer_batch() -> usize {
     bqsink::DestinationConfig::default().batch_size
 }
 
 /// Requests awaiting an answer in the peers: the facade's default.
-fn peer_inflight() -> usize {
+pub(crate) fn peer_inflight() -> usize {
     bqsink::DestinationConfig::default().max_concurrent_batches
 }
 /// Rows per request against bqemulator: it snapshots the table on every append, so few large ones.
 const EMULATOR_BATCH: usize = 10_000;
 
-struct Paths {
-    root: PathBuf,
-    out: PathBuf,
-    python: PathBuf,
-    measure: PathBuf,
-    fastsink: PathBuf,
-    e2e: PathBuf,
-    rust_peer: PathBuf,
+pub(crate) struct Paths {
+    pub(crate) root: PathBuf,
+    pub(crate) out: PathBuf,
+    pub(crate) python: PathBuf,
+    pub(crate) measure: PathBuf,
+    pub(crate) fastsink: PathBuf,
+    pub(crate) e2e: PathBuf,
+    pub(crate) rust_peer: PathBuf,
+}
+
+impl Paths {
+    fn new(root: &Path) -> anyhow::Result<Paths> {
+        let out = root.join("target/bench");
+        std::fs::create_dir_all(&out)?;
+        Ok(Paths {
+            root: root.to_path_buf(),
+            python: python_venv(root, &out)?,
+            measure: root.join("xtask/bench/measure.py"),
+            fastsink: root.join("target/release/fastsink"),
+            e2e: root.join("target/release/examples/bench_e2e"),
+            rust_peer: out.join("rust-peer-target/release/bqsink-bench-rust-peer"),
+            out,
+        })
+    }
 }
 
 pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     let mut plan = FULL;
     let mut with_emulator = true;
+    let mut load_only = false;
     for a in args {
         match *a {
             "--quick" => plan = QUICK,
             "--no-emulator" => with_emulator = false,
+            "--load-only" => load_only = true,
             "--chart-only" => return chart_only(root),
-            other => bail!("unknown bench flag {other} (flags: --quick, --no-emulator, --chart-only)"),
+            other => bail!("unknown bench flag {other} (flags: --quick, --no-emulator, --load-only, --chart-only)"),
         }
     }
+    let load_plan = if plan.quick { bench_load::LOAD_QUICK } else { bench_load::LOAD_FULL };
     let started = Instant::now();
-    let out = root.join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    let paths = Paths {
-        root: root.to_path_buf(),
-        python: python_venv(root, &out)?,
-        measure: root.join("xtask/bench/measure.py"),
-        fastsink: root.join("target/release/fastsink"),
-        e2e: root.join("target/release/examples/bench_e2e"),
-        rust_peer: out.join("rust-peer-target/release/bqsink-bench-rust-peer"),
-        out,
-    };
+    let paths = Paths::new(root)?;
+    if load_only {
+        return load_only_run(&paths, &load_plan, plan.quick, started);
+    }
     build(&paths)?;
     let built = started.elapsed().as_secs_f64();
 
     let encode = criterion(&paths, &plan)?;
 
-    let mut sink = FastSink::start(&paths.fastsink)?;
+    let mut sink = FastSink::start(&paths.fastsink, Some("1"))?;
     let mut e2e = Vec::new();
     let headline = client(&paths, &mut sink, Client::Bqsink(Bq::default()), plan.rows)?;
     let large = client(&paths, &mut sink, Client::Bqsink(Bq::default()), plan.rows_large)?;
@@ -149,6 +163,7 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
         by_workers.push(client(&paths, &mut sink, Client::Bqsink(Bq { workers: w, ..Bq::default() }), plan.rows)?);
     }
     sink.stop();
+    let load = bench_load::run_section(&paths, &load_plan)?;
     e2e.push(headline.clone());
     e2e.push(large.clone());
 
@@ -193,19 +208,51 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
         summary["peak_rss_mib_1m"] = rss(&headline);
         summary["peak_rss_mib_10m"] = rss(&large);
     }
+    merge(&mut summary, load);
     summary["bench_s"] = json!(started.elapsed().as_secs_f64() - built);
+    write_summary(&paths, &summary, plan.quick)
+}
 
+/// `--load-only`: builds what the load section runs, runs it, and merges its keys into the last
+/// summary (the other sections' figures stay as they were) or starts a new one.
+fn load_only_run(paths: &Paths, plan: &bench_load::LoadPlan, quick: bool, started: Instant) -> anyhow::Result<()> {
+    build_fastsink(paths)?;
+    bench_load::build(paths)?;
+    build_rust_peer(paths)?;
+    let built = started.elapsed().as_secs_f64();
+    let load = bench_load::run_section(paths, plan)?;
+    let previous = std::fs::read_to_string(paths.out.join("summary.json")).ok();
+    let mut summary = previous
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({ "machine": machine() }));
+    merge(&mut summary, load);
+    summary["load_quick"] = json!(quick);
+    summary["load_build_s"] = json!(built);
+    summary["load_bench_s"] = json!(started.elapsed().as_secs_f64() - built);
+    write_summary(paths, &summary, true)
+}
+
+fn merge(summary: &mut Value, section: Value) {
+    if let (Some(s), Value::Object(section)) = (summary.as_object_mut(), section) {
+        s.extend(section);
+    }
+}
+
+/// Writes summary.json and the chart under target/bench; `scratch`: not a full run, so the
+/// chart under docs/ is left alone.
+fn write_summary(paths: &Paths, summary: &Value, scratch: bool) -> anyhow::Result<()> {
     let summary_path = paths.out.join("summary.json");
-    std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)? + "\n")?;
-    let svg = bench_chart::render(&summary);
+    std::fs::write(&summary_path, serde_json::to_string_pretty(summary)? + "\n")?;
+    let svg = bench_chart::render(summary);
     let chart = paths.out.join("throughput.svg");
     std::fs::write(&chart, &svg)?;
-    if !plan.quick {
-        let docs = root.join("docs/bench");
+    if !scratch {
+        let docs = paths.root.join("docs/bench");
         std::fs::create_dir_all(&docs)?;
         std::fs::write(docs.join("throughput.svg"), &svg)?;
     }
-    eprintln!("\n{}", report(&summary));
+    eprintln!("\n{}", report(summary));
     eprintln!("wrote {} and {}", summary_path.display(), chart.display());
     Ok(())
 }
@@ -242,16 +289,24 @@ fn python_venv(root: &Path, out: &Path) -> anyhow::Result<PathBuf> {
 }
 
 fn build(p: &Paths) -> anyhow::Result<()> {
-    run(cargo().current_dir(&p.root).args(["build", "--release", "-p", "bqsink-testkit", "--bin", "fastsink"]))?;
+    build_fastsink(p)?;
     run(cargo().current_dir(&p.root).args(["build", "--release", "-p", "bqsink", "--example", "bench_e2e"]))?;
+    bench_load::build(p)?;
     run(cargo().current_dir(&p.root).args(["bench", "--bench", "encode", "--no-run"]))?;
+    build_rust_peer(p)
+}
+
+fn build_fastsink(p: &Paths) -> anyhow::Result<()> {
+    run(cargo().current_dir(&p.root).args(["build", "--release", "-p", "bqsink-testkit", "--bin", "fastsink"]))
+}
+
+fn build_rust_peer(p: &Paths) -> anyhow::Result<()> {
     run(cargo().current_dir(&p.root).env("CARGO_TARGET_DIR", p.out.join("rust-peer-target")).args([
         "build",
         "--release",
         "--manifest-path",
         "xtask/bench/rust-peer/Cargo.toml",
-    ]))?;
-    Ok(())
+    ]))
 }
 
 /// Runs the encoder micro-benchmarks on core 0 and reads criterion's estimates.
@@ -294,20 +349,27 @@ fn benchmark_rows(dir: &Path) -> Option<f64> {
     v["throughput"]["Elements"].as_f64()
 }
 
-/// The fast sink process on core 1.
-struct FastSink {
+/// The fast sink process, pinned to a core or not.
+pub(crate) struct FastSink {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
-    grpc: String,
-    rest: String,
+    pub(crate) grpc: String,
+    pub(crate) rest: String,
 }
 
 impl FastSink {
-    fn start(bin: &Path) -> anyhow::Result<FastSink> {
-        let mut child = Command::new("taskset")
-            .args(["-c", "1"])
-            .arg(bin)
+    /// Starts the sink, on the cores `pin` names (`taskset -c` syntax) or unpinned.
+    pub(crate) fn start(bin: &Path, pin: Option<&str>) -> anyhow::Result<FastSink> {
+        let mut cmd = match pin {
+            Some(cores) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cores]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -319,11 +381,28 @@ impl FastSink {
         let v: Value = serde_json::from_str(&line).with_context(|| format!("fastsink said {line:?}"))?;
         let grpc = v["grpc"].as_str().context("no grpc address")?.to_owned();
         let rest = v["rest"].as_str().context("no rest address")?.to_owned();
-        eprintln!("fast sink on core 1: gRPC {grpc}, REST {rest}");
+        let place = pin.map_or("unpinned".to_owned(), |c| format!("on core {c}"));
+        eprintln!("fast sink {place}: gRPC {grpc}, REST {rest}");
         Ok(FastSink { child, stdin, stdout, grpc, rest })
     }
 
-    fn stats(&mut self) -> anyhow::Result<Value> {
+    /// CPU seconds (user + system) the sink has used so far, from /proc; NaN where unreadable.
+    pub(crate) fn cpu_s(&self) -> f64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else {
+            return f64::NAN;
+        };
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ticks: Vec<f64> = after.split_whitespace().skip(11).take(2).filter_map(|t| t.parse().ok()).collect();
+        // USER_HZ is 100 on every Linux this runs on.
+        if ticks.len() == 2 {
+            (ticks[0] + ticks[1]) / 100.0
+        } else {
+            f64::NAN
+        }
+    }
+
+    pub(crate) fn stats(&mut self) -> anyhow::Result<Value> {
         writeln!(self.stdin, "stats")?;
         self.stdin.flush()?;
         let mut line = String::new();
@@ -331,7 +410,7 @@ impl FastSink {
         Ok(serde_json::from_str(&line)?)
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         drop(self.stdin);
         let _ = self.child.wait();
     }
@@ -541,8 +620,11 @@ fn machine() -> Value {
 }
 
 fn report(s: &Value) -> String {
+    if !s["e2e"].is_array() {
+        return bench_load::report(s);
+    }
     let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
-    format!(
+    let main = format!(
         "encode typed {:.0} rows/s, NDJSON {:.0} rows/s\n\
          end to end: {:.0} rows/s, {:.3} CPU s per 1M rows, {:.1} MB/s\n\
          python: {:.0} rows/s, {:.3} CPU s per 1M rows → ratio_vs_python {:.2} (peer CPU per row / bqsink's)\n\
@@ -560,5 +642,6 @@ fn report(s: &Value) -> String {
         f("rust_peer_cpu_s_per_million_rows"),
         f("ratio_vs_rust_peer"),
         s["peak_rss_mib_by_rows"],
-    )
+    );
+    format!("{main}\n{}", bench_load::report(s))
 }

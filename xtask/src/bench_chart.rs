@@ -92,6 +92,67 @@ fn tick_step(max: f64) -> f64 {
 }
 
 fn panels(s: &Value) -> Vec<Panel> {
+    // A summary of `--load-only` alone holds only the load section.
+    let mut out = if s["e2e"].is_array() { library_panels(s) } else { Vec::new() };
+    if let Some(p) = load_panel(s) {
+        out.push(p);
+    }
+    if s["emulator"].is_object() {
+        let em = &s["emulator"];
+        out.push(Panel {
+            title: format!(
+                "Into bqemulator ({} rows each, {} per request): the emulator is the bottleneck",
+                num(&em["rows_each"]),
+                num(&em["batch_size"])
+            ),
+            bars: vec![
+                (
+                    "bqsink".into(),
+                    num(&em["bqsink"]["rows_per_s"]),
+                    format!("client CPU {:.2} s", num(&em["bqsink"]["cpu_s"])),
+                ),
+                (
+                    "Python".into(),
+                    num(&em["python"]["rows_per_s"]),
+                    format!("client CPU {:.2} s", num(&em["python"]["cpu_s"])),
+                ),
+            ],
+            unit: Unit::RowsPerSecond,
+        });
+    }
+    out
+}
+
+/// "Load a file": each client a whole process from start to exit, same files, same sink.
+fn load_panel(s: &Value) -> Option<Panel> {
+    let l = s["load"].as_object()?;
+    let runs = [
+        ("bqsink load, NDJSON", "bqsink_ndjson"),
+        ("bqsink load, NDJSON", "bqsink_ndjson_large"),
+        ("bqsink load, CSV 11 columns", "bqsink_csv11"),
+        ("bqsink load, NDJSON 11 columns", "bqsink_ndjson11"),
+        ("Rust peer (serde + prost + gcb 0.15), NDJSON", "rust_peer_ndjson"),
+        ("Python client, NDJSON", "python_ndjson"),
+    ];
+    let bars = runs
+        .iter()
+        .filter_map(|(name, key)| {
+            let r = l.get(*key)?;
+            Some((
+                format!("{name}, {} rows", thousands(num(&r["rows"]))),
+                num(&r["rows_per_s"]),
+                format!("{:.2} CPU µs/row, {:.0} MiB", num(&r["cpu_us_per_row"]), num(&r["peak_rss_mib"])),
+            ))
+        })
+        .collect();
+    Some(Panel {
+        title: "Load a file: rows/s, file to acks, whole process (clients and sink unpinned)".into(),
+        bars,
+        unit: Unit::RowsPerSecond,
+    })
+}
+
+fn library_panels(s: &Value) -> Vec<Panel> {
     let e2e = &s["e2e"][0];
     let cpu_note = |r: &Value| format!("{:.2} CPU s / 1M rows", num(&r["cpu_s_per_million_rows"]));
     let clients = [
@@ -138,31 +199,7 @@ fn panels(s: &Value) -> Vec<Panel> {
         bars: by("by_workers", &|r| format!("{} connection(s)", num(&r["workers"]))),
         unit: Unit::RowsPerSecond,
     };
-    let mut out = vec![peers, cpu, batches, encoders, workers];
-    if s["emulator"].is_object() {
-        let em = &s["emulator"];
-        out.push(Panel {
-            title: format!(
-                "Into bqemulator ({} rows each, {} per request): the emulator is the bottleneck",
-                num(&em["rows_each"]),
-                num(&em["batch_size"])
-            ),
-            bars: vec![
-                (
-                    "bqsink".into(),
-                    num(&em["bqsink"]["rows_per_s"]),
-                    format!("client CPU {:.2} s", num(&em["bqsink"]["cpu_s"])),
-                ),
-                (
-                    "Python".into(),
-                    num(&em["python"]["rows_per_s"]),
-                    format!("client CPU {:.2} s", num(&em["python"]["cpu_s"])),
-                ),
-            ],
-            unit: Unit::RowsPerSecond,
-        });
-    }
-    out
+    vec![peers, cpu, batches, encoders, workers]
 }
 
 /// The chart for a summary.

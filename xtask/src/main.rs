@@ -6,13 +6,17 @@
 //! - `test` — install bqemulator if missing, then run every test of the workspace.
 //! - `emulator install` — install bqemulator into `target/bqemulator`.
 //! - `golden` — regenerate the golden protobuf fixtures with Python's `protobuf` package.
-//! - `bench [--quick]` — bqsink against Google's Python client and a Rust peer on a local fast
-//!   sink, and into bqemulator; writes `target/bench/summary.json` and `throughput.svg`.
+//! - `bench [--quick] [--load-only]` — bqsink against Google's Python client and a Rust peer on a
+//!   local fast sink (through the library, and `bqsink load` reading a file), and into
+//!   bqemulator; writes `target/bench/summary.json` and `throughput.svg`. `--load-only` runs only
+//!   the file-loading section.
 
 #![allow(clippy::print_stdout)]
 
 mod bench;
 mod bench_chart;
+mod bench_data;
+mod bench_load;
 mod emulator;
 
 use std::path::{Path, PathBuf};
@@ -37,7 +41,8 @@ fn main() -> anyhow::Result<()> {
                  test [ARGS…]       install bqemulator if missing, run every test (ARGS go to cargo test)\n  \
                  emulator install   install bqemulator into target/bqemulator\n  \
                  golden             regenerate tests/fixtures/golden/golden.json with Python protobuf\n  \
-                 bench [--quick]    bqsink vs the Python and Rust clients on a local sink; target/bench/summary.json"
+                 bench [--quick]    bqsink vs the Python and Rust clients on a local sink; target/bench/summary.json\n  \
+                 bench --load-only  only `bqsink load` of a file vs the peers (with --quick: 100k/1M rows)"
             );
             bail!("unknown or missing task")
         }

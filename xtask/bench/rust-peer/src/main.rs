@@ -1,12 +1,15 @@
 //! The benchmark rows through `google-cloud-bigquery`'s Storage Write client (default stream):
 //! rows are prost messages of the same 12 columns and values as bqsink's benchmark rows,
 //! encoded one by one and sent `--batch-size` rows per AppendRows request, `--inflight`
-//! requests per `append_rows` call. Prints one JSON line with what it did.
+//! requests per `append_rows` call. With `--file PATH`, the rows come from a 12-column NDJSON
+//! file instead (see `file.rs`). Prints one JSON line with what it did.
 //!
 //! ```text
-//! bqsink-bench-rust-peer --grpc HOST:PORT [--rows N] [--batch-size B] [--inflight K]
-//!                        [--project P --dataset D --table T]
+//! bqsink-bench-rust-peer --grpc HOST:PORT [--rows N | --file PATH] [--batch-size B]
+//!                        [--inflight K] [--project P --dataset D --table T]
 //! ```
+
+mod file;
 
 use std::time::Instant;
 
@@ -107,6 +110,7 @@ struct Args {
     project: String,
     dataset: String,
     table: String,
+    file: Option<std::path::PathBuf>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -118,6 +122,7 @@ fn args() -> anyhow::Result<Args> {
         project: "bench".into(),
         dataset: "bench".into(),
         table: "rows".into(),
+        file: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -130,6 +135,7 @@ fn args() -> anyhow::Result<Args> {
             "--project" => a.project = value()?,
             "--dataset" => a.dataset = value()?,
             "--table" => a.table = value()?,
+            "--file" => a.file = Some(value()?.into()),
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
@@ -147,6 +153,26 @@ async fn main() -> anyhow::Result<()> {
     let stream = client.default_storage_writer().create_write_stream(&table).await?;
     let schema = descriptor();
     let setup_s = started.elapsed().as_secs_f64();
+
+    if let Some(path) = a.file.clone() {
+        let writing = Instant::now();
+        let done = file::load(stream, schema, path, a.batch_size as usize, a.inflight).await?;
+        let wall_s = writing.elapsed().as_secs_f64();
+        anyhow::ensure!(done.rows_acked == done.rows, "{} of {} rows acknowledged", done.rows_acked, done.rows);
+        println!(
+            "{}",
+            serde_json::json!({
+                "rows": done.rows,
+                "rows_acked": done.rows_acked,
+                "requests": done.requests,
+                "bytes_written": done.row_bytes,
+                "batch_size": a.batch_size,
+                "setup_s": setup_s,
+                "wall_s": wall_s,
+            })
+        );
+        return Ok(());
+    }
 
     let writing = Instant::now();
     let (mut next, mut requests, mut row_bytes, mut acked) = (0u64, 0u64, 0u64, 0u64);
