@@ -23,142 +23,107 @@ pub struct Decimal {
     scale: u16,
 }
 
-/// Longest canonical text: every digit, a sign, a point and a leading zero.
-const MAX_TEXT: usize = MAX_DIGITS + 3;
-
-/// A decimal in canonical text built on the stack: what encoders write for NUMERIC and
-/// BIGNUMERIC without allocating. [`Decimal::parse`] is this parse, kept.
-#[derive(Clone, Copy)]
-pub struct DecimalText {
-    buf: [u8; MAX_TEXT],
-    len: u8,
-    int_digits: u8,
-    scale: u8,
-}
-
-impl DecimalText {
-    /// Parses `[+-]digits[.digits][(e|E)[+-]digits]` into canonical form.
-    pub fn parse(input: &str) -> Result<Self, &'static str> {
-        let s = input.trim().as_bytes();
-        let (negative, s) = match s.first() {
-            Some(b'-') => (true, &s[1..]),
-            Some(b'+') => (false, &s[1..]),
-            _ => (false, s),
-        };
-        let mantissa_end = s.iter().position(|b| *b == b'e' || *b == b'E').unwrap_or(s.len());
-        let (mantissa, exponent) = s.split_at(mantissa_end);
-        let exponent: i64 = if exponent.is_empty() {
-            0
-        } else {
-            let e = std::str::from_utf8(&exponent[1..]).map_err(|_| "not a decimal number")?;
-            e.parse::<i64>().map_err(|_| "not a decimal number")?
-        };
-        let (int_part, frac_part) = match mantissa.iter().position(|b| *b == b'.') {
-            Some(p) => (&mantissa[..p], &mantissa[p + 1..]),
-            None => (mantissa, &mantissa[mantissa.len()..]),
-        };
-        if int_part.is_empty() && frac_part.is_empty() {
-            return Err("not a decimal number");
-        }
-        if !int_part.iter().chain(frac_part).all(u8::is_ascii_digit) {
-            return Err("not a decimal number");
-        }
-        if exponent.unsigned_abs() > MAX_DIGITS as u64 {
-            return Err("decimal exponent out of range");
-        }
-        // The digits are int_part ++ frac_part; the point sits before digit `point` (which may
-        // be outside them: zeros are implied on either side).
-        let total = (int_part.len() + frac_part.len()) as i64;
-        let digit = |i: i64| -> u8 {
-            if i < 0 || i >= total {
-                b'0'
-            } else if (i as usize) < int_part.len() {
-                int_part[i as usize]
-            } else {
-                frac_part[i as usize - int_part.len()]
-            }
-        };
-        let point = int_part.len() as i64 + exponent;
-        let first_nonzero = (0..total).find(|i| digit(*i) != b'0');
-        let mut out = Self { buf: [0; MAX_TEXT], len: 0, int_digits: 0, scale: 0 };
-        let Some(first) = first_nonzero else {
-            out.buf[0] = b'0';
-            out.len = 1;
-            return Ok(out);
-        };
-        let last = (0..total).rev().find(|i| digit(*i) != b'0').unwrap_or(first);
-        let int_digits = (point - first).max(0);
-        let scale = (last + 1 - point).max(0);
-        if int_digits + scale > MAX_DIGITS as i64 {
-            return Err("decimal has too many digits");
-        }
-        let mut n = 0;
-        if negative {
-            out.buf[n] = b'-';
-            n += 1;
-        }
-        if int_digits == 0 {
-            out.buf[n] = b'0';
-            n += 1;
-        } else {
-            for i in point - int_digits..point {
-                out.buf[n] = digit(i);
-                n += 1;
-            }
-        }
-        if scale > 0 {
-            out.buf[n] = b'.';
-            n += 1;
-            for i in point..point + scale {
-                out.buf[n] = digit(i);
-                n += 1;
-            }
-        }
-        out.len = n as u8;
-        out.int_digits = int_digits as u8;
-        out.scale = scale as u8;
-        Ok(out)
-    }
-
-    /// Canonical text.
-    pub fn as_str(&self) -> &str {
-        // Only ASCII digits, `-` and `.` are written.
-        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("0")
-    }
+/// The shape of a canonical decimal: digits before and after the point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecimalShape {
     /// Digits before the point (0 for |x| < 1).
-    pub fn int_digits(&self) -> usize {
-        usize::from(self.int_digits)
-    }
+    pub int_digits: usize,
     /// Digits after the point.
-    pub fn scale(&self) -> usize {
-        usize::from(self.scale)
-    }
-    /// Whether a NUMERIC column holds this value exactly.
+    pub scale: usize,
+}
+
+impl DecimalShape {
+    /// Whether a NUMERIC column holds such a value exactly.
     pub fn fits_numeric(&self) -> bool {
-        self.int_digits() <= NUMERIC_INT_DIGITS && self.scale() <= NUMERIC_SCALE
+        self.int_digits <= NUMERIC_INT_DIGITS && self.scale <= NUMERIC_SCALE
     }
-    /// Whether a BIGNUMERIC column holds this value exactly.
+    /// Whether a BIGNUMERIC column holds such a value exactly.
     pub fn fits_bignumeric(&self) -> bool {
-        self.int_digits() <= BIGNUMERIC_INT_DIGITS && self.scale() <= BIGNUMERIC_SCALE
+        self.int_digits <= BIGNUMERIC_INT_DIGITS && self.scale <= BIGNUMERIC_SCALE
     }
 }
 
-impl fmt::Debug for DecimalText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DecimalText({})", self.as_str())
+/// Parses `[+-]digits[.digits][(e|E)[+-]digits]` and writes its canonical text into `out`
+/// (cleared first): what encoders write for NUMERIC and BIGNUMERIC, into a buffer they keep.
+/// [`Decimal::parse`] is this parse, kept.
+pub fn canonical_into(input: &str, out: &mut Vec<u8>) -> Result<DecimalShape, &'static str> {
+    out.clear();
+    let s = input.trim().as_bytes();
+    let (negative, s) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let mantissa_end = s.iter().position(|b| *b == b'e' || *b == b'E').unwrap_or(s.len());
+    let (mantissa, exponent) = s.split_at(mantissa_end);
+    let exponent: i64 = if exponent.is_empty() {
+        0
+    } else {
+        let e = std::str::from_utf8(&exponent[1..]).map_err(|_| "not a decimal number")?;
+        e.parse::<i64>().map_err(|_| "not a decimal number")?
+    };
+    let (int_part, frac_part) = match mantissa.iter().position(|b| *b == b'.') {
+        Some(p) => (&mantissa[..p], &mantissa[p + 1..]),
+        None => (mantissa, &mantissa[mantissa.len()..]),
+    };
+    if int_part.is_empty() && frac_part.is_empty() {
+        return Err("not a decimal number");
     }
-}
-
-impl From<DecimalText> for Decimal {
-    fn from(t: DecimalText) -> Self {
-        Self { text: t.as_str().to_owned(), int_digits: u16::from(t.int_digits), scale: u16::from(t.scale) }
+    if !int_part.iter().chain(frac_part).all(u8::is_ascii_digit) {
+        return Err("not a decimal number");
     }
+    if exponent.unsigned_abs() > MAX_DIGITS as u64 {
+        return Err("decimal exponent out of range");
+    }
+    // The digits are int_part ++ frac_part; the point sits before digit `point` (which may be
+    // outside them: zeros are implied on either side).
+    let total = (int_part.len() + frac_part.len()) as i64;
+    let digit = |i: i64| -> u8 {
+        if i < 0 || i >= total {
+            b'0'
+        } else if (i as usize) < int_part.len() {
+            int_part[i as usize]
+        } else {
+            frac_part[i as usize - int_part.len()]
+        }
+    };
+    let point = int_part.len() as i64 + exponent;
+    let Some(first) = (0..total).find(|i| digit(*i) != b'0') else {
+        out.push(b'0');
+        return Ok(DecimalShape { int_digits: 0, scale: 0 });
+    };
+    let last = (0..total).rev().find(|i| digit(*i) != b'0').unwrap_or(first);
+    let int_digits = (point - first).max(0);
+    let scale = (last + 1 - point).max(0);
+    if int_digits + scale > MAX_DIGITS as i64 {
+        return Err("decimal has too many digits");
+    }
+    if negative {
+        out.push(b'-');
+    }
+    if int_digits == 0 {
+        out.push(b'0');
+    } else {
+        out.extend((point - int_digits..point).map(digit));
+    }
+    if scale > 0 {
+        out.push(b'.');
+        out.extend((point..point + scale).map(digit));
+    }
+    Ok(DecimalShape { int_digits: int_digits as usize, scale: scale as usize })
 }
 
 impl Decimal {
     /// Parses `[+-]digits[.digits][(e|E)[+-]digits]`.
     pub fn parse(input: &str) -> Result<Self, &'static str> {
-        DecimalText::parse(input).map(Decimal::from)
+        let mut text = Vec::with_capacity(input.len() + 2);
+        let shape = canonical_into(input, &mut text)?;
+        Ok(Self {
+            // Only ASCII digits, `-` and `.` are written.
+            text: String::from_utf8(text).unwrap_or_default(),
+            int_digits: shape.int_digits as u16,
+            scale: shape.scale as u16,
+        })
     }
 
     /// The exact decimal of an integer.

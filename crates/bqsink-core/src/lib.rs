@@ -13,7 +13,7 @@ pub mod value;
 
 pub use civil::{Date, DateTime, Time, Timestamp};
 pub use config::DestinationConfig;
-pub use decimal::{Decimal, DecimalText};
+pub use decimal::{Decimal, DecimalShape};
 pub use error::{ConfigError, RowError, SchemaError, ValueError};
 pub use scalar::{coerce_scalar, Coerced, Scalar};
 pub use schema::{Field, FieldType, Mode, Schema};

@@ -9,7 +9,7 @@
 use std::fmt::{self, Write as _};
 
 use crate::civil::{Date, DateTime, Time, Timestamp};
-use crate::decimal::DecimalText;
+use crate::decimal::{canonical_into, DecimalShape};
 use crate::error::ValueError;
 use crate::schema::FieldType;
 use crate::value::{float_text_into, Value};
@@ -51,8 +51,8 @@ pub enum Coerced<'a> {
     Str(&'a str),
     /// Text made on the stack: a number or bool as STRING.
     Short(ShortText),
-    /// NUMERIC or BIGNUMERIC in canonical text.
-    Decimal(DecimalText),
+    /// NUMERIC or BIGNUMERIC: the canonical text is in the caller's buffer.
+    Decimal(DecimalShape),
     /// JSON text (a scalar rendered as JSON).
     Json(String),
     /// BYTES: the decoded bytes are in the caller's buffer.
@@ -129,7 +129,8 @@ impl Scalar<'_> {
 
 /// Converts a loose scalar to a column's type, following the conventions of BigQuery's
 /// newline-delimited JSON loads (the table is on [`Value::coerce`]). `bytes` receives the decoded
-/// bytes of a BYTES column (cleared first). RECORD columns take no scalar.
+/// bytes of a BYTES column and the canonical text of a NUMERIC or BIGNUMERIC one (cleared
+/// first), so the result stays small. RECORD columns take no scalar.
 pub fn coerce_scalar<'a>(s: Scalar<'a>, ty: FieldType, bytes: &mut Vec<u8>) -> Result<Coerced<'a>, ValueError> {
     let fail = |detail| Err(s.mismatch(ty, detail));
     match (ty, s) {
@@ -178,21 +179,16 @@ pub fn coerce_scalar<'a>(s: Scalar<'a>, ty: FieldType, bytes: &mut Vec<u8>) -> R
 
         (FieldType::Numeric | FieldType::BigNumeric, _) => {
             let big = ty == FieldType::BigNumeric;
-            let decimal = match s {
-                Scalar::Decimal(d) | Scalar::Str(d) => match DecimalText::parse(d) {
-                    Ok(d) => d,
-                    Err(why) => return fail(Some(why)),
-                },
-                Scalar::Int(i) => match DecimalText::parse(short(format_args!("{i}")).as_str()) {
-                    Ok(d) => d,
-                    Err(why) => return fail(Some(why)),
-                },
+            let shape = match s {
+                Scalar::Decimal(d) | Scalar::Str(d) => canonical_into(d, bytes),
+                Scalar::Int(i) => canonical_into(short(format_args!("{i}")).as_str(), bytes),
                 Scalar::Float(f) if !f.is_finite() => return fail(Some("NaN and infinities are not decimals")),
-                Scalar::Float(f) => match DecimalText::parse(short(format_args!("{f:?}")).as_str()) {
-                    Ok(d) => d,
-                    Err(why) => return fail(Some(why)),
-                },
+                Scalar::Float(f) => canonical_into(short(format_args!("{f:?}")).as_str(), bytes),
                 Scalar::Bool(_) => return fail(None),
+            };
+            let decimal = match shape {
+                Ok(d) => d,
+                Err(why) => return fail(Some(why)),
             };
             let fits = if big { decimal.fits_bignumeric() } else { decimal.fits_numeric() };
             if !fits {
@@ -272,8 +268,14 @@ impl Coerced<'_> {
             Coerced::Str(s) if ty == FieldType::Geography => Value::Geography(s.to_owned()),
             Coerced::Str(s) => Value::String(s.to_owned()),
             Coerced::Short(t) => Value::String(t.as_str().to_owned()),
-            Coerced::Decimal(d) if ty == FieldType::BigNumeric => Value::BigNumeric(d.into()),
-            Coerced::Decimal(d) => Value::Numeric(d.into()),
+            Coerced::Decimal(_) => {
+                let d = std::str::from_utf8(bytes).ok().and_then(|t| crate::decimal::Decimal::parse(t).ok());
+                match d {
+                    Some(d) if ty == FieldType::BigNumeric => Value::BigNumeric(d),
+                    Some(d) => Value::Numeric(d),
+                    None => Value::Null,
+                }
+            }
             Coerced::Json(s) => Value::Json(s),
             Coerced::Bytes => Value::Bytes(bytes.to_vec()),
         }

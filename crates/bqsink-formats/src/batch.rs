@@ -3,7 +3,7 @@
 
 use bqsink_core::RowError;
 use bqsink_transport::RowDescriptor;
-use bytes::{BufMut, BytesMut};
+
 
 /// Where requests are cut: at most this many rows or bytes of rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,8 +30,9 @@ pub struct Refused {
 pub struct Batch {
     /// The schema the rows were written for.
     pub descriptor: RowDescriptor,
-    /// `ProtoRows.serialized_rows` entries, one after the other.
-    pub rows: BytesMut,
+    /// `ProtoRows.serialized_rows` entries, one after the other (becomes the request body
+    /// without a copy: `BytesMut::from(Vec<u8>)` takes the allocation).
+    pub rows: Vec<u8>,
     /// End offset in `rows` of each row.
     pub ends: Vec<usize>,
     /// 0-based input position of each row.
@@ -41,10 +42,11 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub(crate) fn new(descriptor: &RowDescriptor, cut: Cut) -> Self {
+    /// An empty batch with room for about `bytes` of rows.
+    pub(crate) fn with_capacity(descriptor: &RowDescriptor, bytes: usize) -> Self {
         Self {
             descriptor: descriptor.clone(),
-            rows: BytesMut::with_capacity(cut.max_bytes.min(4 << 20)),
+            rows: Vec::with_capacity(bytes),
             ends: Vec::new(),
             positions: Vec::new(),
             refused: Vec::new(),
@@ -68,19 +70,49 @@ impl Batch {
 
     /// Appends one row message as a `serialized_rows` entry.
     pub(crate) fn push_row(&mut self, message: &[u8], position: u64) {
-        let mut head = [0u8; 11];
-        head[0] = 0x0A; // ProtoRows.serialized_rows = 1, length-delimited
-        let mut n = 1;
-        let mut len = message.len() as u64;
-        while len >= 0x80 {
-            head[n] = (len as u8) | 0x80;
-            len >>= 7;
-            n += 1;
+        let start = self.rows.len();
+        self.rows.extend_from_slice(&[0x0A, 0x80, 0x00]);
+        self.rows.extend_from_slice(message);
+        self.end_row(start, position);
+    }
+
+    /// Starts a `serialized_rows` entry (key and room for a two-byte length) whose message is
+    /// written straight after; finish it with [`Batch::end_row`] or drop it with a truncate.
+    #[inline]
+    pub(crate) fn begin_row(&mut self) -> usize {
+        let start = self.rows.len();
+        self.rows.extend_from_slice(&[0x0A, 0x80, 0x00]);
+        start
+    }
+
+    /// Writes the length of the entry begun at `start` (moving the message when its length
+    /// takes other than two bytes) and records the row.
+    #[inline]
+    pub(crate) fn end_row(&mut self, start: usize, position: u64) {
+        let body = start + 3;
+        let len = self.rows.len() - body;
+        if len < 0x80 {
+            self.rows[start + 1] = len as u8;
+            self.rows.copy_within(body.., body - 1);
+            self.rows.truncate(self.rows.len() - 1);
+        } else if len < 0x4000 {
+            self.rows[start + 1] = (len as u8) | 0x80;
+            self.rows[start + 2] = (len >> 7) as u8;
+        } else {
+            let mut head = [0u8; 10];
+            let mut n = 0;
+            let mut v = len as u64;
+            while v >= 0x80 {
+                head[n] = (v as u8) | 0x80;
+                v >>= 7;
+                n += 1;
+            }
+            head[n] = v as u8;
+            let extra = n + 1 - 2;
+            self.rows.resize(self.rows.len() + extra, 0);
+            self.rows.copy_within(body..body + len, body + extra);
+            self.rows[start + 1..start + 2 + n].copy_from_slice(&head[..=n]);
         }
-        head[n] = len as u8;
-        self.rows.reserve(n + 1 + message.len());
-        self.rows.put_slice(&head[..=n]);
-        self.rows.put_slice(message);
         self.ends.push(self.rows.len());
         self.positions.push(position);
     }
@@ -101,16 +133,49 @@ pub(crate) struct Batches {
 }
 
 impl Batches {
-    pub(crate) fn new(descriptor: &RowDescriptor, cut: Cut) -> Self {
-        Self { descriptor: descriptor.clone(), cut, done: Vec::new(), current: Batch::new(descriptor, cut) }
+    /// Batches for a chunk of `input_bytes` of input (row bytes are about as many).
+    pub(crate) fn new(descriptor: &RowDescriptor, cut: Cut, input_bytes: usize) -> Self {
+        let first = Batch::with_capacity(descriptor, (input_bytes + 1024).min(cut.max_bytes));
+        Self { descriptor: descriptor.clone(), cut, done: Vec::new(), current: first }
     }
 
     pub(crate) fn row(&mut self, message: &[u8], position: u64) {
-        if self.current.is_full(self.cut, message.len()) {
-            let next = Batch::new(&self.descriptor, self.cut);
+        self.make_room(message.len());
+        self.current.push_row(message, position);
+    }
+
+    /// Writes one row with `write` straight into the current batch (cut first when it is full);
+    /// the row is dropped when `write` fails. A row that overflows the byte cut moves to a
+    /// new batch.
+    #[inline]
+    pub(crate) fn write_row<E>(
+        &mut self,
+        position: u64,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.make_room(0);
+        let start = self.current.begin_row();
+        if let Err(e) = write(&mut self.current.rows) {
+            self.current.rows.truncate(start);
+            return Err(e);
+        }
+        if self.current.rows.len() > self.cut.max_bytes && !self.current.ends.is_empty() {
+            let message = self.current.rows[start + 3..].to_vec();
+            self.current.rows.truncate(start);
+            self.row(&message, position);
+            return Ok(());
+        }
+        self.current.end_row(start, position);
+        Ok(())
+    }
+
+    fn make_room(&mut self, next: usize) {
+        if self.current.is_full(self.cut, next) {
+            // The next request is sized like the last one.
+            let room = (self.current.rows.len() + self.current.rows.len() / 8).min(self.cut.max_bytes);
+            let next = Batch::with_capacity(&self.descriptor, room);
             self.done.push(std::mem::replace(&mut self.current, next));
         }
-        self.current.push_row(message, position);
     }
 
     pub(crate) fn refuse(&mut self, position: u64, error: RowError, raw: String) {

@@ -140,25 +140,16 @@ impl<R: Read> Chunker<R> {
             self.carry.reserve(want - self.carry.len());
         }
         while self.carry.len() < want {
-            let at = self.carry.len();
-            self.carry.resize(want, 0);
-            let n = loop {
-                match self.reader.read(&mut self.carry[at..]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other,
-                }
-            };
-            match n {
+            // `read_to_end` on a `take` reads into the spare capacity without zeroing it first.
+            let missing = (want - self.carry.len()) as u64;
+            match self.reader.by_ref().take(missing).read_to_end(&mut self.carry) {
                 Ok(0) => {
-                    self.carry.truncate(at);
                     self.eof = true;
                     return Ok(());
                 }
-                Ok(n) => self.carry.truncate(at + n),
-                Err(e) => {
-                    self.carry.truncate(at);
-                    return Err(e);
-                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())

@@ -82,7 +82,7 @@ impl CsvTranscoder {
 
     /// Transcodes a chunk of whole CSV records whose first line is line `first_line` (1-based).
     pub fn chunk(&mut self, chunk: &[u8], first_line: u64, cut: Cut) -> Vec<Batch> {
-        let mut batches = Batches::new(&self.descriptor, cut);
+        let mut batches = Batches::new(&self.descriptor, cut, chunk.len());
         let mut reader = Reader::new();
         let mut at = 0;
         let mut line = first_line;

@@ -14,6 +14,33 @@ use bqsink_core::{coerce_scalar, FieldType, Mode, RowError, Scalar, Value};
 use bqsink_transport::wire::{begin_len, end_len, put_varint};
 use bqsink_transport::{put_coerced_body, FieldPlan, MessagePlan, RowDescriptor, UnknownFields, WireKind};
 
+/// Bytes that end a run of plain string bytes: the quote, the backslash, control characters.
+static STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// The high bit of each byte of `w` that is a quote, a backslash or a control character (exact
+/// for the lowest such byte, which is all the caller uses).
+#[inline]
+fn stops_in(w: u64) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let quote = w ^ (LO * u64::from(b'"'));
+    let backslash = w ^ (LO * u64::from(b'\\'));
+    let zero_quote = quote.wrapping_sub(LO) & !quote;
+    let zero_backslash = backslash.wrapping_sub(LO) & !backslash;
+    let control = w.wrapping_sub(LO * 0x20) & !w;
+    (zero_quote | zero_backslash | control) & HI
+}
+
 /// Deepest nesting of arrays and objects read (as serde_json's default limit).
 pub const MAX_DEPTH: usize = 128;
 
@@ -94,6 +121,9 @@ struct Buffers {
     bytes: Vec<u8>,
     /// A message's columns put in schema order.
     reorder: Vec<u8>,
+    /// Each column's key as it usually comes (`"name"`), by slot: matched at once against the
+    /// input before any key is parsed.
+    quoted: Vec<Box<[u8]>>,
 }
 
 /// `Slot` with a `Debug` that says nothing (slots are scratch space).
@@ -110,6 +140,8 @@ impl JsonTranscoder {
     /// A transcoder for rows of this descriptor.
     pub fn new(descriptor: RowDescriptor) -> Self {
         let slots = vec![SlotCell(Slot::Absent); descriptor.slot_count()];
+        let mut quoted = vec![Box::<[u8]>::default(); descriptor.slot_count()];
+        quote_keys(descriptor.root(), &mut quoted);
         Self {
             descriptor,
             unknown: UnknownFields::default(),
@@ -120,6 +152,7 @@ impl JsonTranscoder {
                 key: String::new(),
                 bytes: Vec::new(),
                 reorder: Vec::with_capacity(256),
+                quoted,
             },
         }
     }
@@ -181,6 +214,15 @@ impl JsonTranscoder {
     }
 }
 
+fn quote_keys(plan: &MessagePlan, out: &mut [Box<[u8]>]) {
+    for (i, f) in plan.fields.iter().enumerate() {
+        out[plan.slot_base + i] = format!("\"{}\"", f.name).into_bytes().into_boxed_slice();
+        if let Some(sub) = &f.message {
+            quote_keys(sub, out);
+        }
+    }
+}
+
 /// Parses one object (the cursor on `{`) into the columns of `plan`, appending the message body
 /// to `out`. `Ok(Some(e))`: the object is valid JSON but cannot be written.
 fn object(
@@ -211,21 +253,36 @@ fn object(
         if p.peek() != Some(b'"') {
             return Err(p.error("expected a key"));
         }
-        let key = p.string_ref()?;
+        // The key the schema expects here, spelled as the column is: no parse, no lookup.
+        let expected = bufs.quoted.get(base + member).filter(|_| member < n).map(|q| q.len());
+        let (key, guessed) = match expected {
+            Some(len) if p.b[p.i..].starts_with(&bufs.quoted[base + member]) => {
+                let k = KeyRef { start: (p.i + 1) as u32, end: (p.i + len - 1) as u32, escaped: false };
+                p.i += len;
+                (k, Some(member))
+            }
+            _ => (p.string_ref()?, None),
+        };
         p.ws();
         if !p.eat(b':') {
             return Err(p.error("expected `:`"));
         }
         p.ws();
-        let name = key_text(p.s, key, &mut bufs.key)?;
-        let idx = match plan.fields.get(member) {
-            Some(f) if f.name == name => Some(member),
-            _ => plan.lookup(name),
+        let idx = match guessed {
+            Some(i) => Some(i),
+            None => {
+                let name = key_text(p.s, key, &mut bufs.key)?;
+                match plan.fields.get(member) {
+                    Some(f) if f.name == name => Some(member),
+                    _ => plan.lookup(name),
+                }
+            }
         };
         member += 1;
         match idx {
             None => {
                 if key_error.is_none() && unknown == UnknownFields::Reject {
+                    let name = key_text(p.s, key, &mut bufs.key)?;
                     key_error = Some(RowError::new(path.child(name).render(), "no such column in the table"));
                 }
                 p.skip_value()?;
@@ -235,6 +292,7 @@ fn object(
                 let prev = bufs.slots[base + idx].0;
                 if let Some(prev_key) = prev.key() {
                     if !same_key(p.s, prev_key, key, &mut bufs.text)? {
+                        let name = key_text(p.s, key, &mut bufs.key)?;
                         key_error = Some(RowError::new(
                             path.child(name).render(),
                             "the column appears twice in the record (names are case-insensitive)",
@@ -478,6 +536,32 @@ fn one(
         out.extend_from_slice(raw);
         return Ok(Outcome::Written);
     }
+    // Values that already have the column's type: written as they are.
+    match (field.field_type, p.peek()) {
+        (FieldType::String, Some(b'"')) => {
+            let k = p.string_ref()?;
+            let text: &[u8] = if k.escaped {
+                unescape(&p.s[k.start as usize..k.end as usize], &mut bufs.text)?;
+                bufs.text.as_bytes()
+            } else {
+                &p.b[k.start as usize..k.end as usize]
+            };
+            field.tag.put(out);
+            put_varint(out, text.len() as u64);
+            out.extend_from_slice(text);
+            return Ok(Outcome::Written);
+        }
+        (FieldType::Int64, Some(b'-' | b'0'..=b'9')) => {
+            let s = p.number()?;
+            if let Scalar::Int(i) = s {
+                field.tag.put(out);
+                put_varint(out, i as u64);
+                return Ok(Outcome::Written);
+            }
+            return Ok(coerce_and_write(bufs, s, field, path, out));
+        }
+        _ => {}
+    }
     let Some(s) = scalar(bufs, p)? else {
         return Ok(Outcome::Failed(mismatch_raw(p, field, path)?));
     };
@@ -488,6 +572,24 @@ fn one(
             Ok(Outcome::Written)
         }
         Err(e) => Ok(Outcome::Failed(RowError::new(path.render(), e.to_string()))),
+    }
+}
+
+/// A scalar by the shared rules, with its key.
+fn coerce_and_write(
+    bufs: &mut Buffers,
+    s: Scalar<'_>,
+    field: &FieldPlan,
+    path: &Path<'_>,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    match coerce_scalar(s, field.field_type, &mut bufs.bytes) {
+        Ok(c) => {
+            field.tag.put(out);
+            put_coerced_body(&c, &bufs.bytes, out);
+            Outcome::Written
+        }
+        Err(e) => Outcome::Failed(RowError::new(path.render(), e.to_string())),
     }
 }
 
@@ -682,27 +784,41 @@ impl<'a> Parser<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            let rest = &self.b[self.i..];
-            let Some(at) = memchr::memchr2(b'"', b'\\', rest) else {
-                return Err(Syntax("unterminated string".into()));
-            };
-            if rest[..at].iter().any(|c| *c < 0x20) {
-                self.i += rest[..at].iter().position(|c| *c < 0x20).unwrap_or(0);
-                return Err(self.error("control character in a string"));
+            // One pass, byte by byte: strings are short, and a table lookup beats a search
+            // call's setup for them.
+            let b = self.b;
+            let mut i = self.i;
+            // Eight bytes at a time while none of them ends the run, then byte by byte.
+            while let Some(word) = b.get(i..i + 8) {
+                let w = u64::from_le_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]);
+                let m = stops_in(w);
+                if m != 0 {
+                    i += (m.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 8;
             }
-            self.i += at;
-            if self.b[self.i] == b'"' {
-                let end = self.i;
-                self.i += 1;
-                return Ok(KeyRef { start: start as u32, end: end as u32, escaped });
+            while i < b.len() && !STOP[usize::from(b[i])] {
+                i += 1;
             }
-            escaped = true;
-            // Skip the backslash and the escaped byte (a `\u` escape's digits are checked when
-            // the string is decoded; here they are plain bytes).
-            if self.i + 1 >= self.b.len() {
-                return Err(Syntax("unterminated string".into()));
+            self.i = i;
+            match b.get(i) {
+                None => return Err(Syntax("unterminated string".into())),
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(KeyRef { start: start as u32, end: i as u32, escaped });
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    // Skip the backslash and the escaped byte (a `\u` escape's digits are
+                    // checked when the string is decoded; here they are plain bytes).
+                    if i + 1 >= b.len() {
+                        return Err(Syntax("unterminated string".into()));
+                    }
+                    self.i += 2;
+                }
+                Some(_) => return Err(self.error("control character in a string")),
             }
-            self.i += 2;
         }
     }
 

@@ -13,7 +13,7 @@ impl JsonTranscoder {
     /// line is line `first_line` (1-based) of its input. Blank lines are skipped; a line that
     /// cannot be written is refused with its text. Rows keep input order across the batches.
     pub fn ndjson_chunk(&mut self, chunk: &[u8], first_line: u64, cut: Cut) -> Vec<Batch> {
-        let mut batches = Batches::new(self.descriptor(), cut);
+        let mut batches = Batches::new(self.descriptor(), cut, chunk.len());
         let mut row = Vec::with_capacity(512);
         match std::str::from_utf8(chunk) {
             Ok(text) => {
@@ -44,10 +44,9 @@ impl JsonTranscoder {
         if text.is_empty() {
             return;
         }
-        row.clear();
-        match self.transcode(text, row) {
-            Ok(()) => batches.row(row, number - 1),
-            Err(e) => batches.refuse(number - 1, e, text.to_owned()),
+        let _ = row;
+        if let Err(e) = batches.write_row(number - 1, |out| self.transcode(text, out)) {
+            batches.refuse(number - 1, e, text.to_owned());
         }
     }
 }

@@ -347,8 +347,8 @@ fn write_len_value(v: &Value, buf: &mut Vec<u8>) {
 }
 
 /// Writes a coerced value's payload (after its key, or as one element of a packed run): the
-/// one place where each column type's wire form is decided for loose input. `bytes` holds the
-/// decoded bytes of a BYTES value.
+/// one place where each column type's wire form is decided for loose input. `bytes` is the
+/// buffer given to `coerce_scalar` (a BYTES value, a decimal's text).
 #[inline]
 pub fn put_coerced_body<B: Out>(c: &Coerced<'_>, bytes: &[u8], buf: &mut B) {
     let text: &[u8] = match c {
@@ -359,7 +359,7 @@ pub fn put_coerced_body<B: Out>(c: &Coerced<'_>, bytes: &[u8], buf: &mut B) {
         Coerced::Bool(b) => return buf.push_byte(u8::from(*b)),
         Coerced::Str(s) => s.as_bytes(),
         Coerced::Short(t) => t.as_str().as_bytes(),
-        Coerced::Decimal(d) => d.as_str().as_bytes(),
+        Coerced::Decimal(_) => bytes,
         Coerced::Json(s) => s.as_bytes(),
         Coerced::Bytes => bytes,
         Coerced::Time(t) => {
