@@ -76,7 +76,10 @@ impl EncodedRows {
     pub fn from_batch(batch: bqsink_formats::Batch) -> (Self, Vec<bqsink_formats::Refused>) {
         let bqsink_formats::Batch { descriptor, rows, ends, positions, refused } = batch;
         let positions = positions.into_iter().map(|p| p as usize).collect();
-        (Self { descriptor, rows: BytesMut::from(bytes::Bytes::from(rows)), ends, refused: Vec::new(), positions }, refused)
+        (
+            Self { descriptor, rows: BytesMut::from(bytes::Bytes::from(rows)), ends, refused: Vec::new(), positions },
+            refused,
+        )
     }
 }
 

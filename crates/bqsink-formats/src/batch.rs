@@ -4,7 +4,6 @@
 use bqsink_core::RowError;
 use bqsink_transport::RowDescriptor;
 
-
 /// Where requests are cut: at most this many rows or bytes of rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cut {

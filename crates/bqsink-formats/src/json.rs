@@ -50,11 +50,15 @@ struct Syntax(String);
 
 type Parsed<T> = Result<T, Syntax>;
 
-/// What became of one column's value.
+/// What became of one column's value (boxed when it failed, so the common answers stay small).
 enum Outcome {
     Written,
     Null,
-    Failed(RowError),
+    Failed(Box<RowError>),
+}
+
+fn failed(e: RowError) -> Outcome {
+    Outcome::Failed(Box::new(e))
 }
 
 /// Where a key sits in the row text (decoded again only when it held escapes).
@@ -214,6 +218,12 @@ impl JsonTranscoder {
     }
 }
 
+/// Short keys: an inline byte loop beats a call to `memcmp`.
+#[inline]
+fn same_bytes(a: Option<&[u8]>, b: &[u8]) -> bool {
+    a.is_some_and(|a| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y))
+}
+
 fn quote_keys(plan: &MessagePlan, out: &mut [Box<[u8]>]) {
     for (i, f) in plan.fields.iter().enumerate() {
         out[plan.slot_base + i] = format!("\"{}\"", f.name).into_bytes().into_boxed_slice();
@@ -256,7 +266,7 @@ fn object(
         // The key the schema expects here, spelled as the column is: no parse, no lookup.
         let expected = bufs.quoted.get(base + member).filter(|_| member < n).map(|q| q.len());
         let (key, guessed) = match expected {
-            Some(len) if p.b[p.i..].starts_with(&bufs.quoted[base + member]) => {
+            Some(len) if same_bytes(p.b.get(p.i..p.i + len), &bufs.quoted[base + member]) => {
                 let k = KeyRef { start: (p.i + 1) as u32, end: (p.i + len - 1) as u32, escaped: false };
                 p.i += len;
                 (k, Some(member))
@@ -319,7 +329,7 @@ fn object(
                     Outcome::Null => Slot::Null(key),
                     Outcome::Failed(e) => {
                         out.truncate(start);
-                        bufs.errors.push(e);
+                        bufs.errors.push(*e);
                         Slot::Failed(key, (bufs.errors.len() - 1) as u32)
                     }
                 };
@@ -411,7 +421,7 @@ fn value(
         let start = p.i;
         p.skip_value()?;
         let (kind, preview) = describe(&p.s[start..p.i]);
-        return Ok(Outcome::Failed(RowError::new(
+        return Ok(failed(RowError::new(
             path.render(),
             format!("expected an array for a REPEATED column, got {kind} ({preview})"),
         )));
@@ -448,7 +458,7 @@ fn value(
                 }
                 _ => {
                     if let Outcome::Failed(e) = one(bufs, unknown, p, field, path, out)? {
-                        failed = Some(e);
+                        failed = Some(*e);
                     }
                 }
             }
@@ -471,7 +481,7 @@ fn value(
     }
     if let Some(e) = failed {
         out.truncate(start);
-        return Ok(Outcome::Failed(e));
+        return Ok(Outcome::Failed(Box::new(e)));
     }
     if let Some(body) = packed {
         end_len(out, body);
@@ -513,15 +523,12 @@ fn one(
             let start = p.i;
             p.skip_value()?;
             let (kind, preview) = describe(&p.s[start..p.i]);
-            return Ok(Outcome::Failed(RowError::new(
-                path.render(),
-                format!("expected RECORD, got {kind} ({preview})"),
-            )));
+            return Ok(failed(RowError::new(path.render(), format!("expected RECORD, got {kind} ({preview})"))));
         }
         field.tag.put(out);
         let body = begin_len(out);
         if let Some(e) = object(bufs, unknown, p, sub, path, out)? {
-            return Ok(Outcome::Failed(e));
+            return Ok(failed(e));
         }
         end_len(out, body);
         return Ok(Outcome::Written);
@@ -563,7 +570,7 @@ fn one(
         _ => {}
     }
     let Some(s) = scalar(bufs, p)? else {
-        return Ok(Outcome::Failed(mismatch_raw(p, field, path)?));
+        return Ok(failed(mismatch_raw(p, field, path)?));
     };
     match coerce_scalar(s.get(&bufs.text), field.field_type, &mut bufs.bytes) {
         Ok(c) => {
@@ -571,7 +578,7 @@ fn one(
             put_coerced_body(&c, &bufs.bytes, out);
             Ok(Outcome::Written)
         }
-        Err(e) => Ok(Outcome::Failed(RowError::new(path.render(), e.to_string()))),
+        Err(e) => Ok(failed(RowError::new(path.render(), e.to_string()))),
     }
 }
 
@@ -589,7 +596,7 @@ fn coerce_and_write(
             put_coerced_body(&c, &bufs.bytes, out);
             Outcome::Written
         }
-        Err(e) => Outcome::Failed(RowError::new(path.render(), e.to_string())),
+        Err(e) => failed(RowError::new(path.render(), e.to_string())),
     }
 }
 
