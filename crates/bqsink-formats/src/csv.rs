@@ -130,10 +130,7 @@ impl CsvTranscoder {
             let input = &chunk[*at..];
             let (result, nin, nout, nend) =
                 reader.read_record(input, &mut self.fields[out_len..], &mut self.ends[ends_len..]);
-            // csv-core counts each `ends` entry from the start of this call's output.
-            for e in &mut self.ends[ends_len..ends_len + nend] {
-                *e += out_len;
-            }
+            // csv-core counts `ends` from the start of the record, across calls.
             *at += nin;
             out_len += nout;
             ends_len += nend;
@@ -267,10 +264,103 @@ fn split_record(record: &[u8]) -> (Vec<u8>, Vec<usize>) {
     let mut ends = vec![0usize; record.len() + 2];
     let (_, _, nout, nend) = reader.read_record(record, &mut fields, &mut ends);
     let (_, _, nout2, nend2) = reader.read_record(&[], &mut fields[nout..], &mut ends[nend..]);
-    for e in &mut ends[nend..nend + nend2] {
-        *e += nout;
-    }
     fields.truncate(nout + nout2);
     ends.truncate(nend + nend2);
     (fields, ends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bqsink_core::{Field, Schema};
+    use bqsink_transport::decode_row;
+
+    fn transcoder(header: &str, unknown: UnknownFields) -> CsvTranscoder {
+        let schema = Schema::new(vec![
+            Field::new("id", FieldType::Int64).required(),
+            Field::new("note", FieldType::String),
+            Field::new("props", FieldType::Json),
+            Field::new("at", FieldType::Timestamp),
+        ]);
+        CsvTranscoder::new(RowDescriptor::new(&schema).expect("schema"), header.as_bytes(), unknown)
+    }
+
+    fn run(t: &mut CsvTranscoder, body: &str) -> (Vec<String>, Vec<(u64, String, String)>) {
+        let cut = Cut { max_rows: 2, max_bytes: 1 << 20 };
+        let mut rows = Vec::new();
+        let mut refused = Vec::new();
+        for b in t.chunk(body.as_bytes(), 2, cut) {
+            let mut start = 0;
+            for (end, pos) in b.ends.iter().zip(&b.positions) {
+                // Skip the entry's key and length to reach the message.
+                let entry = &b.rows[start..*end];
+                let mut at = 1;
+                while entry[at] & 0x80 != 0 {
+                    at += 1;
+                }
+                let r = decode_row(&b.descriptor, &entry[at + 1..]).expect("decodes");
+                rows.push(format!("{pos}:{}", r.to_json_string()));
+                start = *end;
+            }
+            refused.extend(b.refused.into_iter().map(|r| (r.position, r.error.to_string(), r.raw)));
+        }
+        (rows, refused)
+    }
+
+    #[test]
+    fn records_in_schema_order_with_quotes_nulls_and_json_text() {
+        let mut t = transcoder("note,ID,props,at", UnknownFields::Reject);
+        let (rows, refused) = run(
+            &mut t,
+            "\"a, \"\"quoted\"\"\nline\",1,\"{\"\"k\"\":[1,2]}\",2024-01-01T00:00:00Z\n,2,,\r\n\nx,3,not json,\nx,oops,,\nx,4\n",
+        );
+        assert_eq!(
+            rows,
+            vec![
+                r#"1:{"id":1,"note":"a, \"quoted\"\nline","props":{"k":[1,2]},"at":"2024-01-01T00:00:00Z"}"#.to_owned(),
+                r#"3:{"id":2}"#.to_owned(),
+            ]
+        );
+        assert_eq!(
+            refused,
+            vec![
+                (
+                    5,
+                    "props: expected JSON, got STRING (\"not json\"): not valid JSON text".to_owned(),
+                    "x,3,not json,".to_owned()
+                ),
+                (
+                    6,
+                    "id: expected INT64, got STRING (\"oops\"): not an integer in the INT64 range".to_owned(),
+                    "x,oops,,".to_owned()
+                ),
+                (7, "expected 4 fields (as in the header), got 2".to_owned(), "x,4".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn long_fields_and_many_of_them() {
+        let mut t = transcoder("id,note,props,at", UnknownFields::Reject);
+        let long = "y".repeat(5000);
+        let (rows, refused) = run(&mut t, &format!("7,{long},,\n8,\"{long}\",[],\n"));
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(rows[0], format!(r#"1:{{"id":7,"note":"{long}"}}"#));
+        assert_eq!(rows[1], format!(r#"2:{{"id":8,"note":"{long}","props":[]}}"#));
+        let mut t = transcoder(&format!("id{}", ",x".repeat(100)), UnknownFields::Ignore);
+        let (rows, _) = run(&mut t, &format!("9{}\n", ",v".repeat(100)));
+        assert_eq!(rows, vec![r#"1:{"id":9}"#.to_owned()]);
+    }
+
+    #[test]
+    fn header_names_that_are_not_columns() {
+        let mut t = transcoder("id,extra", UnknownFields::Reject);
+        let (rows, refused) = run(&mut t, "1,x\n");
+        assert!(rows.is_empty());
+        assert_eq!(refused[0].1, "extra: no such column in the table");
+        let mut t = transcoder("id,extra", UnknownFields::Ignore);
+        assert_eq!(run(&mut t, "1,x\n").0, vec![r#"1:{"id":1}"#.to_owned()]);
+        let mut t = transcoder("id,note", UnknownFields::Reject);
+        assert_eq!(run(&mut t, ",x\n").1[0].1, "id: REQUIRED column is missing or null");
+    }
 }

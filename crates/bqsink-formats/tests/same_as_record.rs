@@ -272,3 +272,48 @@ fn syntax_errors_and_edge_cases() {
     let deep = format!("{{\"id\":1,\"s\":{}{}}}", "[".repeat(200), "]".repeat(200));
     assert!(via_transcoder(&mut t, &deep).is_err_and(|e| e.contains("invalid JSON")));
 }
+
+/// The same bytes cut into chunks anywhere (by the chunker, at any size) give the same rows and
+/// refusals, at the same positions, as one chunk.
+#[test]
+fn chunked_and_unchunked_agree() {
+    use bqsink_formats::{Chunker, Cut, Format};
+    let schema = Schema::new(vec![
+        Field::new("id", FieldType::Int64).required(),
+        Field::new("s", FieldType::String),
+        Field::new("tags", FieldType::String).repeated(),
+    ]);
+    let d = RowDescriptor::new(&schema).expect("schema");
+    let mut r = Rng(7);
+    let mut text = String::new();
+    for i in 0..300 {
+        match r.below(10) {
+            0 => text.push('\n'),
+            1 => text.push_str("{\"id\":\"bad\"}\n"),
+            2 => text.push_str(&format!("{{\"id\":{i},\"s\":\"{}\"}}\n", "long ".repeat(50))),
+            _ => text.push_str(&format!("{{\"id\":{i},\"tags\":[\"a\",\"b\\n\"]}}\n",)),
+        }
+    }
+    let all = |chunk_bytes: usize| {
+        let mut t = JsonTranscoder::new(d.clone());
+        let mut c = Chunker::new(text.as_bytes(), Format::Ndjson, chunk_bytes);
+        let mut rows = Vec::new();
+        let mut refused = Vec::new();
+        while let Some(chunk) = c.next_chunk().expect("reads") {
+            for b in t.ndjson_chunk(&chunk.data, chunk.first_line, Cut { max_rows: 7, max_bytes: 1 << 20 }) {
+                let mut start = 0;
+                for (end, pos) in b.ends.iter().zip(&b.positions) {
+                    rows.push((*pos, b.rows[start..*end].to_vec()));
+                    start = *end;
+                }
+                refused.extend(b.refused.into_iter().map(|r| (r.position, r.raw)));
+            }
+        }
+        (rows, refused)
+    };
+    let whole = all(1 << 20);
+    assert_eq!(whole.0.len() + whole.1.len(), text.lines().filter(|l| !l.is_empty()).count());
+    for size in [64, 100, 333, 4096] {
+        assert_eq!(all(size), whole, "chunks of {size} bytes");
+    }
+}
