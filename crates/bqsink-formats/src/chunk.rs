@@ -23,6 +23,8 @@ pub enum Format {
 
 /// Default bytes per chunk: a few requests' worth of rows.
 pub const CHUNK_BYTES: usize = 1 << 20;
+/// Largest single read.
+const READ_AT_ONCE: usize = 1 << 20;
 
 /// A run of whole records.
 #[derive(Debug)]
@@ -90,7 +92,7 @@ impl<R: Read> Chunker<R> {
                     self.header = Some(header);
                     break;
                 }
-                self.fill(self.carry.len() + 64 * 1024)?;
+                self.read_once(64 * 1024)?;
             }
         }
         Ok(self.header.clone().filter(|h| !h.is_empty()))
@@ -106,19 +108,27 @@ impl<R: Read> Chunker<R> {
         }
         let mut want = self.chunk_bytes;
         loop {
-            if self.carry.len() < want && !self.eof {
-                self.fill(want)?;
+            if !self.eof && self.carry.len() < want {
+                // A short read means no more is ready now (a pipe, a terminal): hand on what
+                // is here rather than wait for a full chunk, so slow inputs keep moving.
+                let asked = (want - self.carry.len()).min(READ_AT_ONCE);
+                let got = self.read_once(asked)?;
+                if got == asked && self.carry.len() < want {
+                    continue;
+                }
             }
             let cut = match self.format {
                 Format::Csv => last_record_end(&self.carry),
                 _ => memchr::memrchr(b'\n', &self.carry).map(|at| at + 1),
             };
             let end = match cut {
-                Some(end) if !self.eof => end,
                 _ if self.eof => self.carry.len(),
-                // No boundary yet: a record longer than a chunk.
-                _ => {
-                    want = self.carry.len() * 2;
+                Some(end) => end,
+                // No boundary yet: a record longer than a chunk, or one still arriving.
+                None => {
+                    if self.carry.len() >= want {
+                        want = self.carry.len() * 2;
+                    }
                     continue;
                 }
             };
@@ -134,25 +144,31 @@ impl<R: Read> Chunker<R> {
         }
     }
 
-    /// Reads until `carry` holds `want` bytes or the input ends.
-    fn fill(&mut self, want: usize) -> io::Result<()> {
-        if self.carry.capacity() < want {
-            self.carry.reserve(want - self.carry.len());
+    /// One read of at most `n` bytes onto the end of `carry`; 0 marks the end of the input.
+    fn read_once(&mut self, n: usize) -> io::Result<usize> {
+        let at = self.carry.len();
+        if self.carry.capacity() < at + n {
+            self.carry.reserve((at + n).max(self.chunk_bytes) - at);
         }
-        while self.carry.len() < want {
-            // `read_to_end` on a `take` reads into the spare capacity without zeroing it first.
-            let missing = (want - self.carry.len()) as u64;
-            match self.reader.by_ref().take(missing).read_to_end(&mut self.carry) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(());
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        self.carry.resize(at + n, 0);
+        let got = loop {
+            match self.reader.read(&mut self.carry[at..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
             }
+        };
+        let got = match got {
+            Ok(got) => got,
+            Err(e) => {
+                self.carry.truncate(at);
+                return Err(e);
+            }
+        };
+        self.carry.truncate(at + got);
+        if got == 0 {
+            self.eof = true;
         }
-        Ok(())
+        Ok(got)
     }
 
     fn next_array_chunk(&mut self) -> io::Result<Option<Chunk>> {
@@ -167,7 +183,7 @@ impl<R: Read> Chunker<R> {
                 }
                 self.carry.clear();
                 pos = 0;
-                self.fill(self.chunk_bytes)?;
+                self.read_once(self.chunk_bytes)?;
                 continue;
             }
             let (used, boundary) = self.array.feed(&self.carry[pos..], &mut out)?;
