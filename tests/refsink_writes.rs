@@ -237,3 +237,95 @@ async fn without_the_token_the_sink_refuses_and_bqsink_says_so() {
         .expect_err("no credentials");
     assert!(err.to_string().contains("401"), "{err}");
 }
+
+/// `Destination::load`: NDJSON bytes straight to row bytes, the nested rows stored as the
+/// `Record` path stores them, refused lines dead-lettered with their text and line; the blocking
+/// `Writer::load` does the same for synchronous callers.
+#[tokio::test(flavor = "multi_thread")]
+async fn load_transcodes_nested_rows_and_dead_letters_bad_lines_as_they_were() {
+    let sink = RefSink::start().await.expect("reference sink");
+    let dlq = std::env::temp_dir().join(format!("bqsink-load-dlq-{}.ndjson", std::process::id()));
+    let _ = std::fs::remove_file(&dlq);
+    let dest = Destination::builder()
+        .endpoints(endpoints(&sink))
+        .project_id("ref-project")
+        .dataset_id("ref")
+        .table_id("loaded")
+        .schema(nested_schema())
+        .batch_size(50)
+        .dead_letter_file(&dlq)
+        .build()
+        .await
+        .expect("destination");
+    let good = json!({
+        "id": 1, "first name": "Ada", "j": {"k": [1, {"x": null}]}, "tags": ["a", "ü"],
+        "outer": {"middle": {"level": 2, "inner": {"leaf": "deep", "nums": [1, -1]}}},
+        "items": [{"sku": "A", "qty": 1, "attrs": [{"k": "color", "v": "red"}]}]
+    });
+    let mut text = format!("{good}\n\n{{\"id\": \"two\"}}\n{{\"id\": 3, \"outer\": {{\"middle\": {{}}}}}}\nnot json\n");
+    for id in 10..210 {
+        text.push_str(&format!("{{\"items\": [{{\"sku\": \"s{id}\"}}], \"id\": {id}}}\n"));
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let options = bqsink::LoadOptions::ndjson().with_chunk_bytes(512).on_refused({
+        let seen = seen.clone();
+        move |e| seen.lock().expect("lock").push(e.to_string())
+    });
+    let report = dest.load(std::io::Cursor::new(text.into_bytes()), options).await.expect("load");
+    assert_eq!((report.rows_read, report.rows_accepted, report.rows_refused), (204, 201, 3));
+    let summary = dest.close().await.expect("close");
+    assert_eq!((summary.rows_read, summary.rows_written, summary.rows_dead_lettered), (204, 201, 3));
+    let mut seen = seen.lock().expect("lock").clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            "row 2: id: expected INT64, got STRING (\"two\"): not an integer in the INT64 range".to_owned(),
+            "row 3: outer.middle.level: REQUIRED column is missing or null".to_owned(),
+            "row 4: invalid JSON: expected a value at column 1".to_owned(),
+        ]
+    );
+    let letters: Vec<Json> = std::fs::read_to_string(&dlq)
+        .expect("dead letters")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(letters.len(), 3);
+    assert!(letters.iter().any(|l| l["raw"] == "{\"id\": \"two\"}" && l["row"] == 2 && l["column"] == "id"));
+    assert!(letters.iter().any(|l| l["raw"] == "not json" && l["row"] == 4));
+
+    let rows = sink.rows("ref-project", "ref", "loaded");
+    assert_eq!(rows.len(), 201);
+    let first = Json::Object(rows[0].clone());
+    assert_eq!(first["first name"], "Ada");
+    assert_eq!(first["tags"], json!(["a", "ü"]));
+    assert_eq!(first["outer"]["middle"]["inner"]["nums"], json!(["1", "-1"]));
+    assert_eq!(first["items"], json!([{"sku": "A", "qty": "1", "attrs": [{"k": "color", "v": "red"}]}]));
+    let j: Json = serde_json::from_str(first["j"].as_str().expect("JSON as text")).expect("valid JSON");
+    assert_eq!(j, json!({"k": [1, {"x": null}]}));
+    let ids: Vec<String> = rows.iter().map(|r| r["id"].as_str().unwrap_or_default().to_owned()).collect();
+    let want: Vec<String> = std::iter::once(1).chain(10..210).map(|i| i.to_string()).collect();
+    assert_eq!(ids, want, "rows enter in input order");
+
+    // The blocking writer: CSV from a reader, for synchronous code.
+    let builder = Destination::builder()
+        .endpoints(endpoints(&sink))
+        .project_id("ref-project")
+        .dataset_id("ref")
+        .table_id("loaded_csv")
+        .schema(
+            Schema::from_json(r#"[{"name":"id","type":"INT64"},{"name":"name","type":"STRING"}]"#).expect("schema"),
+        );
+    let report = tokio::task::spawn_blocking(move || {
+        let writer = bqsink::Writer::new(builder).expect("writer");
+        let report =
+            writer.load(std::io::Cursor::new(b"name,id\n\"a,b\",1\nc,2\n".to_vec()), bqsink::LoadOptions::csv());
+        let (summary, _) = writer.close().expect("close");
+        (report.expect("load"), summary)
+    })
+    .await
+    .expect("joins");
+    assert_eq!((report.0.rows_read, report.1.rows_written), (2, 2));
+    let rows = sink.rows("ref-project", "ref", "loaded_csv");
+    assert_eq!(Json::Object(rows[0].clone()), json!({"id": "1", "name": "a,b"}));
+}

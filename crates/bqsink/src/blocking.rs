@@ -13,6 +13,7 @@ use crate::Error;
 
 enum Msg {
     Row(Record),
+    Load(Box<dyn std::io::Read + Send>, crate::LoadOptions, Sender<Result<crate::LoadReport, Error>>),
     Flush(Sender<Result<Vec<RowError>, Error>>),
     Close(Sender<Result<(Summary, Vec<RowError>), Error>>),
 }
@@ -32,6 +33,7 @@ impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Msg::Row(_) => "Row",
+            Msg::Load(..) => "Load",
             Msg::Flush(_) => "Flush",
             Msg::Close(_) => "Close",
         })
@@ -59,6 +61,21 @@ impl Writer {
     /// Queues a row, blocking while the channel is full.
     pub fn write(&self, record: Record) -> Result<(), Error> {
         self.tx.send(Msg::Row(record)).map_err(|_| gone())
+    }
+
+    /// Loads every record of `reader` (NDJSON, CSV or a JSON array; gzip and zstd recognised by
+    /// their bytes) straight to row bytes on the encoding workers, after the rows written
+    /// before it; see [`Destination::load`]. Refused rows are reported through
+    /// [`LoadOptions::on_refused`](crate::LoadOptions::on_refused) and dead-lettered when a queue
+    /// is set. Blocks until every record is handed over.
+    pub fn load(
+        &self,
+        reader: impl std::io::Read + Send + 'static,
+        options: crate::LoadOptions,
+    ) -> Result<crate::LoadReport, Error> {
+        let (tx, rx) = bounded(1);
+        self.tx.send(Msg::Load(Box::new(reader), options, tx)).map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
     }
 
     /// Sends everything queued, waits for acknowledgement, and returns the rows refused since
@@ -146,6 +163,13 @@ fn run(builder: DestinationBuilder, rx: Receiver<Msg>, ready: Sender<Result<(), 
                     rows.clear();
                 }
                 index += n;
+            }
+            Msg::Load(reader, options, reply) => {
+                let result = match fatal.take() {
+                    Some(e) => Err(e),
+                    None => rt.block_on(dest.load(reader, options)),
+                };
+                let _ = reply.send(result);
             }
             Msg::Flush(reply) => {
                 let result = match fatal.take() {
