@@ -7,6 +7,7 @@ pub mod csv;
 pub mod input;
 pub mod json;
 pub mod ndjson;
+mod scan;
 
 pub use batch::{Batch, Cut, Refused};
 pub use chunk::{Chunk, Chunker, Format};
