@@ -52,7 +52,16 @@ impl TableSink {
             refused.sort_by_key(|r| r.0);
             return Ok(refused);
         }
-        if self.batch_rows == 0 && rows.len() <= self.limits.max_bytes && ends.len() <= self.limits.max_rows {
+        let fits_alone = rows.len() <= self.limits.max_bytes && ends.len() <= self.limits.max_rows;
+        let fits_after = self.batch_rows + ends.len() <= self.limits.max_rows
+            && self.buf.len() + rows.len() <= self.limits.max_bytes;
+        if self.batch_rows > 0 && fits_alone && !fits_after {
+            // A partial batch is waiting (the tail of the previous chunk) and this chunk would
+            // not join it whole: the partial one goes first, as a request of its own, so this
+            // one can be taken without copying its rows one by one.
+            self.send_buffered().await?;
+        }
+        if self.batch_rows == 0 && fits_alone {
             // The common case: the chunk is the next request's body as it is, no copy.
             self.buf = rows;
             self.batch_rows = ends.len();
