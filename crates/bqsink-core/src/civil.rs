@@ -226,6 +226,9 @@ impl Timestamp {
     }
     /// Parses `YYYY-[M]M-[D]D[( |T)[H]H:[M]M[:[S]S[.F]]][ ][Z|UTC|±H[H][:MM]]`; no zone means UTC.
     pub fn parse(text: &str) -> Option<Self> {
+        if let Some(t) = Self::parse_rfc3339_utc(text.as_bytes()) {
+            return t;
+        }
         let mut c = Cursor::new(text.trim());
         let date = c.date()?;
         let mut time = Time(0);
@@ -243,6 +246,47 @@ impl Timestamp {
         }
         let micros = date.0 as i64 * MICROS_PER_DAY + time.0 - offset_secs * 1_000_000;
         Self::from_micros(micros)
+    }
+}
+
+impl Timestamp {
+    /// The layout most inputs use, `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`, read at once; `None` when
+    /// the text has another layout (the general grammar of [`Timestamp::parse`] reads it, to the
+    /// same value), `Some(None)` when it has this layout but is not a valid timestamp.
+    #[inline]
+    fn parse_rfc3339_utc(b: &[u8]) -> Option<Option<Self>> {
+        let d = |i: usize| -> Option<u32> { b.get(i).filter(|c| c.is_ascii_digit()).map(|c| u32::from(c - b'0')) };
+        let two = |i: usize| -> Option<u32> { Some(d(i)? * 10 + d(i + 1)?) };
+        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+            return None;
+        }
+        let year = two(0)? * 100 + two(2)?;
+        let (month, day, hour, minute, second) = (two(5)?, two(8)?, two(11)?, two(14)?, two(17)?);
+        let mut at = 19;
+        let mut micro = 0u32;
+        if b[at] == b'.' {
+            at += 1;
+            let start = at;
+            while at < b.len() && b[at].is_ascii_digit() {
+                at += 1;
+            }
+            let n = at - start;
+            if n == 0 || n > 9 {
+                return None;
+            }
+            for i in 0..6 {
+                micro = micro * 10 + if i < n { u32::from(b[start + i] - b'0') } else { 0 };
+            }
+        }
+        if at + 1 != b.len() || b[at] != b'Z' {
+            return None;
+        }
+        let date = Date::from_ymd(year as i32, month, day);
+        let time = Time::from_hms_micro(hour, minute, second, micro);
+        Some(match (date, time) {
+            (Some(date), Some(time)) => Self::from_micros(date.0 as i64 * MICROS_PER_DAY + time.0),
+            _ => None,
+        })
     }
 }
 
@@ -395,6 +439,26 @@ impl<'a> Cursor<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_common_timestamp_layout_reads_as_the_general_grammar_does() {
+        // A leading space takes the general grammar (it trims); the value must be the same.
+        for t in [
+            "2023-11-14T22:13:20.000000Z",
+            "2023-11-14T22:13:20Z",
+            "2024-02-29T23:59:59.9999999Z",
+            "2023-02-29T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999Z",
+            "2023-11-14T24:00:00Z",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14T22:13:20.1234567890Z",
+            "2023-13-01T00:00:00Z",
+            "2023-11-14T22:13:20.5z",
+        ] {
+            assert_eq!(Timestamp::parse(t), Timestamp::parse(&format!(" {t}")), "{t}");
+        }
+    }
+
     use super::*;
 
     #[test]

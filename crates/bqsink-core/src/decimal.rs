@@ -48,6 +48,10 @@ impl DecimalShape {
 /// [`Decimal::parse`] is this parse, kept.
 pub fn canonical_into(input: &str, out: &mut Vec<u8>) -> Result<DecimalShape, &'static str> {
     out.clear();
+    if let Some(shape) = already_canonical(input.as_bytes()) {
+        out.extend_from_slice(input.as_bytes());
+        return Ok(shape);
+    }
     let s = input.trim().as_bytes();
     let (negative, s) = match s.first() {
         Some(b'-') => (true, &s[1..]),
@@ -111,6 +115,29 @@ pub fn canonical_into(input: &str, out: &mut Vec<u8>) -> Result<DecimalShape, &'
         out.extend((point..point + scale).map(digit));
     }
     Ok(DecimalShape { int_digits: int_digits as usize, scale: scale as usize })
+}
+
+/// The shape of text that is already canonical (`-`? digits without a leading zero, or `0`;
+/// then `.` and digits not ending in `0`), the common case read in one pass; `None` for
+/// anything else, which the general parse handles.
+#[inline]
+fn already_canonical(b: &[u8]) -> Option<DecimalShape> {
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    let point = digits.iter().position(|c| *c == b'.');
+    let (int, frac) = match point {
+        Some(p) => (&digits[..p], &digits[p + 1..]),
+        None => (digits, &digits[digits.len()..]),
+    };
+    let int_ok = int == b"0" || (!int.is_empty() && int[0] != b'0');
+    let frac_ok = point.is_none() || (!frac.is_empty() && frac.last() != Some(&b'0'));
+    let all_digits = int.iter().chain(frac).all(u8::is_ascii_digit);
+    // `-0` is written `0`; zero with a fraction (`0.5`) is fine.
+    let negative_zero = digits.len() < b.len() && int == b"0" && frac.is_empty();
+    if !(int_ok && frac_ok && all_digits) || negative_zero || int.len() + frac.len() > MAX_DIGITS {
+        return None;
+    }
+    let int_digits = if int == b"0" { 0 } else { int.len() };
+    Some(DecimalShape { int_digits, scale: frac.len() })
 }
 
 impl Decimal {
@@ -178,6 +205,16 @@ impl fmt::Debug for Decimal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_already_canonical_is_read_as_the_general_parse_does() {
+        for t in ["1234.56", "0", "-0", "0.5", "-0.50", "007", "10", "1.", ".5", "-12.3400", "1e3", "12a", "-", ""] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            // A leading space is not canonical: the general parse (which trims) reads it.
+            assert_eq!(canonical_into(t, &mut a), canonical_into(&format!(" {t}"), &mut b), "{t}");
+            assert_eq!(a, b, "{t}");
+        }
+    }
 
     #[test]
     fn canonicalises() {
