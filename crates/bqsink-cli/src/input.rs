@@ -96,7 +96,7 @@ pub(crate) fn expand(args: &[String]) -> anyhow::Result<Vec<Input>> {
             if meta.is_dir() {
                 bail!("{} is a directory; give files or a glob such as {}/*.ndjson", path.display(), path.display());
             }
-            out.push(Input { size: meta.is_file().then(|| meta.len()), path: Some(path) });
+            out.push(Input { size: meta.is_file().then_some(meta.len()), path: Some(path) });
         }
     }
     if out.iter().filter(|i| i.path.is_none()).count() > 1 {

@@ -29,7 +29,7 @@ pub use bqsink_formats::Format;
 pub use bqsink_schema::SegmentOptions;
 pub use bqsink_transport::UnknownFields;
 pub use dataset::{DatasetWriter, DatasetWriterBuilder};
-pub use destination::{Destination, DestinationBuilder, LoadOptions, LoadReport, StreamReport};
+pub use destination::{Destination, DestinationBuilder, LoadOptions, LoadReport, OnRefused, StreamReport};
 pub use dlq_table::TableDeadLetters;
 pub use error::Error;
 pub use health::{Health, HealthCheck, HEALTHY_ERROR_RATE};

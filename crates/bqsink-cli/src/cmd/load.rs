@@ -73,8 +73,10 @@ pub(crate) enum CreateArg {
     CreateNever,
 }
 
-/// What happens to rows already in the table.
+/// What happens to rows already in the table (the variants are named as BigQuery's
+/// dispositions are).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[allow(clippy::enum_variant_names)]
 pub(crate) enum WriteArg {
     /// Add to them (the default)
     #[value(name = "WRITE_APPEND")]

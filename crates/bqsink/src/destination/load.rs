@@ -21,6 +21,9 @@ use super::write::encoders_gone;
 use super::Destination;
 use crate::Error;
 
+/// Called with each row [`Destination::load`] refuses.
+pub type OnRefused = Arc<dyn Fn(&RowError) + Send + Sync>;
+
 /// How [`Destination::load`] reads its input.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -34,7 +37,7 @@ pub struct LoadOptions {
     /// Counts rows as they are read (for progress displays).
     pub rows_read: Option<Arc<AtomicU64>>,
     /// Called with each refused row (its `row` is the 0-based position in the input).
-    pub on_refused: Option<Arc<dyn Fn(&RowError) + Send + Sync>>,
+    pub on_refused: Option<OnRefused>,
 }
 
 impl std::fmt::Debug for LoadOptions {

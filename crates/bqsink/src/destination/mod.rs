@@ -30,7 +30,7 @@ use crate::Error;
 
 pub(crate) use builder::DeadLetterTable;
 pub use builder::DestinationBuilder;
-pub use load::{LoadOptions, LoadReport};
+pub use load::{LoadOptions, LoadReport, OnRefused};
 pub use write::StreamReport;
 
 /// Writes rows into one BigQuery table through the Storage Write API, in the configured
