@@ -1,4 +1,5 @@
-//! Encoder micro-benchmarks: typed 12-column rows, the same rows parsed from NDJSON, serde
+//! Encoder micro-benchmarks: typed 12-column rows, the same rows parsed from NDJSON (through
+//! `Record`s, and transcoded straight to row bytes as `bqsink load` does), serde
 //! structs, descriptor builds, Segment `track` events (NDJSON → rows → protobuf) and schema
 //! inference on a batch. Run with `cargo bench --bench encode`; `cargo xtask bench` runs them too
 //! and reads criterion's estimates.

@@ -176,6 +176,7 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
         "machine": machine(),
         "encode_typed_rows_per_s": encode["typed_12_columns"]["rows_per_s"],
         "encode_ndjson_rows_per_s": encode["ndjson_parse_and_encode"]["rows_per_s"],
+        "encode_ndjson_transcode_rows_per_s": encode["ndjson_transcode"]["rows_per_s"],
         "encode_serialize_rows_per_s": encode["serialize_struct_and_encode"]["rows_per_s"],
         "descriptor_build_us": encode["descriptor_build_12_columns"]["us_per_iter"],
         "encode_segment_track_events_per_s": encode["segment_track_events"]["rows_per_s"],
@@ -322,6 +323,7 @@ fn criterion(p: &Paths, plan: &Plan) -> anyhow::Result<Value> {
     for (id, path, rows) in [
         ("typed_12_columns", "encode/typed_12_columns", 10_000.0),
         ("ndjson_parse_and_encode", "encode/ndjson_parse_and_encode", 10_000.0),
+        ("ndjson_transcode", "encode/ndjson_transcode", 10_000.0),
         ("serialize_struct_and_encode", "encode/serialize_struct_and_encode", 10_000.0),
         ("descriptor_build_12_columns", "descriptor_build_12_columns", 0.0),
         ("segment_track_events", "segment/track_events", 0.0),
