@@ -397,7 +397,10 @@ async fn load_fast(
         let place = if inputs.len() > 1 { format!("{name} {unit}") } else { unit.to_owned() };
         let print = progress.printer();
         let printed = printed.clone();
+        let shown = counters.clone();
         let options = LoadOptions::new(format).with_rows_read(counters.read.clone()).on_refused(move |e| {
+            // Refused before BigQuery saw them: the progress line adds them to the sink's own.
+            shown.refused.fetch_add(1, Ordering::Relaxed);
             if printed.fetch_add(1, Ordering::Relaxed) < MAX_PRINTED_ROW_ERRORS {
                 let number = e.row.map_or(0, |r| r + 1);
                 print(&format!("bqsink: {place} {number}: {}", describe(e)));
