@@ -46,6 +46,8 @@ pub struct Chunker<R> {
     eof: bool,
     header: Option<Vec<u8>>,
     array: ArrayState,
+    /// Why a JSON array broke off, reported after the elements read before it.
+    failed: Option<io::Error>,
 }
 
 impl<R> std::fmt::Debug for Chunker<R> {
@@ -66,6 +68,7 @@ impl<R: Read> Chunker<R> {
             eof: false,
             header: None,
             array: ArrayState::default(),
+            failed: None,
         }
     }
 
@@ -172,13 +175,23 @@ impl<R: Read> Chunker<R> {
     }
 
     fn next_array_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let mut out = Vec::with_capacity(self.chunk_bytes + 1024);
         let first_line = self.array.element + 1;
         let mut pos = 0;
         loop {
             if pos >= self.carry.len() {
                 if self.eof {
-                    self.array.finish()?;
+                    if let Err(e) = self.array.finish() {
+                        // The whole elements read before the break are handed on first.
+                        out.truncate(memchr::memrchr(b'\n', &out).map_or(0, |at| at + 1));
+                        if out.is_empty() {
+                            return Err(e);
+                        }
+                        self.failed = Some(e);
+                    }
                     break;
                 }
                 self.carry.clear();
@@ -412,7 +425,10 @@ mod tests {
             assert_eq!(all, "{\"a\": \"x,]\\\"\"}\n2 \n{\"b\": [1,{\"c\":[]}]} \n");
             assert_eq!(got[0].0, 1);
         }
-        assert!(Chunker::new(&b"[1,2"[..], Format::JsonArray, 64).next_chunk().is_err());
+        // Elements before a break are handed on, then the break is reported.
+        let mut broken = Chunker::new(&b"[1,2"[..], Format::JsonArray, 64);
+        assert_eq!(broken.next_chunk().expect("the first element").map(|c| c.data), Some(b"1\n".to_vec()));
+        assert!(broken.next_chunk().is_err());
         assert!(Chunker::new(&b"[1,,2]"[..], Format::JsonArray, 64).next_chunk().is_err());
         assert!(Chunker::new(&b"[1] x"[..], Format::JsonArray, 64).next_chunk().is_err());
         assert!(chunks(b"[]", Format::JsonArray, 64).is_empty());
