@@ -186,3 +186,29 @@ async fn compressed_files_and_a_json_array_are_loaded_whole() {
     let r = query(&emu, "SELECT note FROM `cli-project.cli.packed` WHERE id = 3101").await;
     assert_eq!(r.rows, vec![vec![json!("a\nb")]]);
 }
+
+/// A JSON array cut short: the elements before the break are written, the break is reported
+/// naming the file, and the exit code is 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_array_cut_short_keeps_the_elements_before_the_break() {
+    let emu = Emulator::start().expect("bqemulator starts");
+    let dir = std::env::temp_dir().join(format!("bqsink-cli-cut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let schema = dir.join("schema.json");
+    std::fs::write(&schema, r#"[{"name":"id","type":"INT64"}]"#).expect("write");
+    let cut = dir.join("cut.json");
+    std::fs::write(&cut, "[{\"id\": 1}, {\"id\": 2}, {\"id\":").expect("write");
+    let out = bqsink(&emu)
+        .args(["load", "--project", "cli-project", "--dataset", "cli", "--create-dataset", "--table", "cut"])
+        .arg("--schema")
+        .arg(&schema)
+        .arg(&cut)
+        .output()
+        .expect("bqsink runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(last_line(&out).starts_with("read 2, written 2, dead-lettered 0"), "{}", last_line(&out));
+    assert!(stderr.contains("cut.json: not a valid JSON array: the array ends early"), "{stderr}");
+    let r = query(&emu, "SELECT id FROM `cli-project.cli.cut` ORDER BY id").await;
+    assert_eq!(r.rows, vec![vec![json!("1")], vec![json!("2")]]);
+}

@@ -248,11 +248,17 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
     interrupt.set_graceful(true);
 
     let mut fatal: Option<anyhow::Error> = None;
+    let mut broken: Option<String> = None;
     if normalize.is_none() {
         // The table's schema is known: input bytes go straight to row bytes.
         drop(rows);
         let printed = Arc::new(AtomicU64::new(0));
-        fatal = load_fast(&dest, &args, &inputs, &counters, &progress, &printed, interrupt).await.err();
+        match load_fast(&dest, &args, &inputs, &counters, &progress, &printed, interrupt).await {
+            Ok(()) => {}
+            // An input that breaks off: what was read before it is still written.
+            Err(Stop::Input(m)) => broken = Some(m),
+            Err(Stop::Fatal(e)) => fatal = Some(e),
+        }
         errors.printed = printed.load(Ordering::Relaxed);
         rows = tokio::sync::mpsc::channel(1).1;
     }
@@ -337,6 +343,9 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
     }
     let interrupted = interrupt.fired();
     summary(read, s.rows_written, failed, secs(), interrupted);
+    if let Some(m) = broken {
+        return Err(anyhow!(m));
+    }
     Ok(if interrupted {
         ExitCode::from(EXIT_INTERRUPTED)
     } else if failed > 0 || s.rows_written < read {
@@ -366,6 +375,20 @@ pub(crate) async fn unwrap_arc<T>(mut dest: Arc<T>) -> T {
     }
 }
 
+/// Why [`load_fast`] stopped before the end of its inputs.
+enum Stop {
+    /// An input broke off (unreadable, a JSON array cut short): the rest is not loaded.
+    Input(String),
+    /// Writing failed.
+    Fatal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(e: anyhow::Error) -> Self {
+        Stop::Fatal(e)
+    }
+}
+
 /// Each input through [`Destination::load_until`]: chunked, transcoded on the encoding
 /// workers, refused rows printed as they come (the first few) and dead-lettered with their text.
 async fn load_fast(
@@ -376,7 +399,7 @@ async fn load_fast(
     progress: &Progress,
     printed: &Arc<AtomicU64>,
     interrupt: &Interrupt,
-) -> anyhow::Result<()> {
+) -> Result<(), Stop> {
     for (i, input) in inputs.iter().enumerate() {
         let name = input.name();
         let raw: Box<dyn std::io::Read + Send> = match &input.path {
@@ -407,8 +430,8 @@ async fn load_fast(
             }
         });
         let report = dest.load_until(reader, options, interrupt.wait()).await.map_err(|e| match e {
-            bqsink::Error::Input(m) => anyhow!("{name}: {m}"),
-            e => anyhow!("{e}"),
+            bqsink::Error::Input(m) => Stop::Input(format!("{name}: {m}")),
+            e => Stop::Fatal(anyhow!("{e}")),
         })?;
         let _ = i;
         if report.stopped {

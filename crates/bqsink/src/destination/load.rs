@@ -153,6 +153,7 @@ impl Destination {
         let mut report = LoadReport::default();
         let mut header: Option<Arc<Vec<u8>>> = None;
         let mut failure: Option<Error> = None;
+        let mut broken: Option<Error> = None;
         let mut stop = std::pin::pin!(stop);
         loop {
             let msg = tokio::select! {
@@ -170,7 +171,8 @@ impl Destination {
                     continue;
                 }
                 Some(FromReader::Failed(m)) => {
-                    failure = Some(Error::Input(m));
+                    // The rows read before it are still written; the input error comes last.
+                    broken = Some(Error::Input(m));
                     break;
                 }
                 Some(FromReader::Chunk(c)) => c,
@@ -222,7 +224,7 @@ impl Destination {
                 }
             }
         }
-        match failure {
+        match failure.or(broken) {
             Some(e) => Err(e),
             None => Ok(report),
         }
