@@ -69,8 +69,7 @@ impl Batch {
 
     /// Appends one row message as a `serialized_rows` entry.
     pub(crate) fn push_row(&mut self, message: &[u8], position: u64) {
-        let start = self.rows.len();
-        self.rows.extend_from_slice(&[0x0A, 0x80, 0x00]);
+        let start = self.begin_row();
         self.rows.extend_from_slice(message);
         self.end_row(start, position);
     }

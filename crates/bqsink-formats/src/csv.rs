@@ -183,13 +183,8 @@ impl CsvTranscoder {
         self.row.clear();
         let root = self.descriptor.root();
         for (idx, field) in root.fields.iter().enumerate() {
-            let cell = match self.source[idx] {
-                Some(n) => {
-                    let start = if n == 0 { 0 } else { self.ends[n - 1] };
-                    std::str::from_utf8(&self.fields[start..self.ends[n]]).unwrap_or("")
-                }
-                None => "",
-            };
+            let cell = self.source[idx]
+                .map_or("", |n| std::str::from_utf8(field_of(&self.fields, &self.ends, n)).unwrap_or(""));
             if cell.is_empty() {
                 if field.mode == Mode::Required {
                     return Err(RowError::new(field.name.clone(), "REQUIRED column is missing or null"));
@@ -233,9 +228,15 @@ impl CsvTranscoder {
     }
 
     fn field(&self, n: usize) -> &[u8] {
-        let start = if n == 0 { 0 } else { self.ends[n - 1] };
-        &self.fields[start..self.ends[n]]
+        field_of(&self.fields, &self.ends, n)
     }
+}
+
+/// Field `n` of a record read into `fields` / `ends` (a free function, so the record can be
+/// read while the row being written is borrowed mutably).
+fn field_of<'a>(fields: &'a [u8], ends: &[usize], n: usize) -> &'a [u8] {
+    let start = if n == 0 { 0 } else { ends[n - 1] };
+    &fields[start..ends[n]]
 }
 
 fn preview(cell: &str) -> String {

@@ -392,13 +392,7 @@ fn value(
         return one(bufs, unknown, p, field, path, out);
     }
     if p.peek() != Some(b'[') {
-        let start = p.i;
-        p.skip_value()?;
-        let (kind, preview) = describe(&p.s[start..p.i]);
-        return Ok(failed(RowError::new(
-            path.render(),
-            format!("expected an array for a REPEATED column, got {kind} ({preview})"),
-        )));
+        return Ok(failed(wrong_shape(p, path, &"an array for a REPEATED column")?));
     }
     p.i += 1;
     p.ws();
@@ -472,7 +466,7 @@ fn packed_element(
     out: &mut Vec<u8>,
 ) -> Parsed<Result<(), RowError>> {
     let Some(s) = scalar(bufs, p)? else {
-        return Ok(Err(mismatch_raw(p, field, path)?));
+        return Ok(Err(wrong_shape(p, path, &field.field_type)?));
     };
     match coerce_scalar(s.get(&bufs.text), field.field_type, &mut bufs.bytes) {
         Ok(c) => {
@@ -494,10 +488,7 @@ fn one(
 ) -> Parsed<Outcome> {
     if let (WireKind::Message, Some(sub)) = (field.kind, field.message.as_ref()) {
         if p.peek() != Some(b'{') {
-            let start = p.i;
-            p.skip_value()?;
-            let (kind, preview) = describe(&p.s[start..p.i]);
-            return Ok(failed(RowError::new(path.render(), format!("expected RECORD, got {kind} ({preview})"))));
+            return Ok(failed(wrong_shape(p, path, &"RECORD")?));
         }
         field.tag.put(out);
         let body = begin_len(out);
@@ -544,7 +535,7 @@ fn one(
         _ => {}
     }
     let Some(s) = scalar(bufs, p)? else {
-        return Ok(failed(mismatch_raw(p, field, path)?));
+        return Ok(failed(wrong_shape(p, path, &field.field_type)?));
     };
     match coerce_scalar(s.get(&bufs.text), field.field_type, &mut bufs.bytes) {
         Ok(c) => {
@@ -574,13 +565,13 @@ fn coerce_and_write(
     }
 }
 
-/// An object or array where a scalar column's value was expected: refused as the `Record`
-/// encoder refuses a RECORD or an ARRAY value there.
-fn mismatch_raw(p: &mut Parser<'_>, field: &FieldPlan, path: &Path<'_>) -> Parsed<RowError> {
+/// A value of the wrong shape (skipped, its syntax checked), refused as the `Record` encoder
+/// refuses it: `expected <what>, got <kind> (<value>)`.
+fn wrong_shape(p: &mut Parser<'_>, path: &Path<'_>, what: &dyn std::fmt::Display) -> Parsed<RowError> {
     let start = p.i;
     p.skip_value()?;
     let (kind, preview) = describe(&p.s[start..p.i]);
-    Ok(RowError::new(path.render(), format!("expected {}, got {kind} ({preview})", field.field_type)))
+    Ok(RowError::new(path.render(), format!("expected {what}, got {kind} ({preview})")))
 }
 
 /// The kind and message preview of a JSON value's text, as a `Record` would show it (only on

@@ -14,12 +14,11 @@ impl JsonTranscoder {
     /// cannot be written is refused with its text. Rows keep input order across the batches.
     pub fn ndjson_chunk(&mut self, chunk: &[u8], first_line: u64, cut: Cut) -> Vec<Batch> {
         let mut batches = Batches::new(self.descriptor(), cut, chunk.len());
-        let mut row = Vec::with_capacity(512);
         match std::str::from_utf8(chunk) {
             Ok(text) => {
                 for (n, line) in lines(text.as_bytes()).enumerate() {
                     let line = &text[line];
-                    self.line(line, first_line + n as u64, &mut row, &mut batches);
+                    self.line(line, first_line + n as u64, &mut batches);
                 }
             }
             // Only some lines are bad: each is checked alone.
@@ -27,7 +26,7 @@ impl JsonTranscoder {
                 for (n, line) in lines(chunk).enumerate() {
                     let number = first_line + n as u64;
                     match std::str::from_utf8(&chunk[line.clone()]) {
-                        Ok(text) => self.line(text, number, &mut row, &mut batches),
+                        Ok(text) => self.line(text, number, &mut batches),
                         Err(_) => {
                             let raw = String::from_utf8_lossy(&chunk[line]).trim().to_owned();
                             batches.refuse(number - 1, RowError::new("", NOT_UTF8), raw);
@@ -39,12 +38,11 @@ impl JsonTranscoder {
         batches.finish()
     }
 
-    fn line(&mut self, line: &str, number: u64, row: &mut Vec<u8>, batches: &mut Batches) {
+    fn line(&mut self, line: &str, number: u64, batches: &mut Batches) {
         let text = line.trim().trim_start_matches('\u{feff}');
         if text.is_empty() {
             return;
         }
-        let _ = row;
         if let Err(e) = batches.write_row(number - 1, |out| self.transcode(text, out)) {
             batches.refuse(number - 1, e, text.to_owned());
         }

@@ -130,6 +130,15 @@ pub(crate) fn hex4(b: &[u8], at: usize) -> Parsed<u32> {
     Ok(v)
 }
 
+/// Where the parts of a number are, once its grammar is checked.
+struct NumberShape {
+    negative: bool,
+    int_start: usize,
+    int_end: usize,
+    has_fraction: bool,
+    has_exponent: bool,
+}
+
 /// A cursor over one row's text.
 pub(crate) struct Parser<'a> {
     pub(crate) s: &'a str,
@@ -225,41 +234,9 @@ impl<'a> Parser<'a> {
     /// up to 2^64 − 1 as `Decimal`, the rest as `Float`.
     pub(crate) fn number(&mut self) -> Parsed<Scalar<'a>> {
         let start = self.i;
-        let negative = self.eat(b'-');
-        let int_start = self.i;
-        match self.peek() {
-            Some(b'0') => self.i += 1,
-            Some(b'1'..=b'9') => {
-                while let Some(b'0'..=b'9') = self.peek() {
-                    self.i += 1;
-                }
-            }
-            _ => return Err(self.error("invalid number")),
-        }
-        let int_end = self.i;
-        let mut is_float = false;
-        if self.eat(b'.') {
-            is_float = true;
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(self.error("invalid number"));
-            }
-            while let Some(b'0'..=b'9') = self.peek() {
-                self.i += 1;
-            }
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            is_float = true;
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
-            }
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(self.error("invalid number"));
-            }
-            while let Some(b'0'..=b'9') = self.peek() {
-                self.i += 1;
-            }
-        }
+        let n = self.number_grammar()?;
+        let (negative, int_start, int_end, is_float) =
+            (n.negative, n.int_start, n.int_end, n.has_fraction || n.has_exponent);
         let text = &self.s[start..self.i];
         if !is_float {
             let digits = &self.b[int_start..int_end];
@@ -296,34 +273,50 @@ impl<'a> Parser<'a> {
     /// mantissa or an exponent) is converted, to refuse it as a JSON reader does.
     pub(crate) fn skip_number(&mut self) -> Parsed<()> {
         let start = self.i;
-        self.eat(b'-');
+        let n = self.number_grammar()?;
+        if n.has_exponent || self.i - start > 300 {
+            self.i = start;
+            return self.number().map(|_| ());
+        }
+        Ok(())
+    }
+
+    /// Reads `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, saying where its parts are.
+    fn number_grammar(&mut self) -> Parsed<NumberShape> {
+        let negative = self.eat(b'-');
+        let int_start = self.i;
         match self.peek() {
             Some(b'0') => self.i += 1,
-            Some(b'1'..=b'9') => {
-                while let Some(b'0'..=b'9') = self.peek() {
-                    self.i += 1;
-                }
-            }
+            Some(b'1'..=b'9') => self.digits(),
             _ => return Err(self.error("invalid number")),
         }
-        let mut risky = self.i - start > 300;
-        if self.eat(b'.') {
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(self.error("invalid number"));
-            }
-            while let Some(b'0'..=b'9') = self.peek() {
+        let int_end = self.i;
+        let has_fraction = self.eat(b'.');
+        if has_fraction {
+            self.required_digits()?;
+        }
+        let has_exponent = matches!(self.peek(), Some(b'e' | b'E'));
+        if has_exponent {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
                 self.i += 1;
             }
+            self.required_digits()?;
         }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.i = start;
-            return self.number().map(|_| ());
+        Ok(NumberShape { negative, int_start, int_end, has_fraction, has_exponent })
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
         }
-        risky |= self.i - start > 300;
-        if risky {
-            self.i = start;
-            return self.number().map(|_| ());
+    }
+
+    fn required_digits(&mut self) -> Parsed<()> {
+        if !matches!(self.peek(), Some(b'0'..=b'9')) {
+            return Err(self.error("invalid number"));
         }
+        self.digits();
         Ok(())
     }
 

@@ -400,7 +400,7 @@ async fn load_fast(
     printed: &Arc<AtomicU64>,
     interrupt: &Interrupt,
 ) -> Result<(), Stop> {
-    for (i, input) in inputs.iter().enumerate() {
+    for input in inputs {
         let name = input.name();
         let raw: Box<dyn std::io::Read + Send> = match &input.path {
             Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("cannot open {name}"))?),
@@ -433,7 +433,6 @@ async fn load_fast(
             bqsink::Error::Input(m) => Stop::Input(format!("{name}: {m}")),
             e => Stop::Fatal(anyhow!("{e}")),
         })?;
-        let _ = i;
         if report.stopped {
             break;
         }
