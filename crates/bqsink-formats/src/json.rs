@@ -18,7 +18,7 @@ pub use crate::scan::MAX_DEPTH;
 use crate::scan::{key_text, same_key, unescape, KeyRef, Parsed, Parser, Syntax};
 
 /// What became of one column's value (boxed when it failed, so the common answers stay small).
-enum Outcome {
+pub(crate) enum Outcome {
     Written,
     Null,
     Failed(Box<RowError>),
@@ -46,12 +46,16 @@ impl Slot {
 }
 
 /// Breadcrumbs to a nested column, rendered only when an error needs them.
-struct Path<'a> {
+pub(crate) struct Path<'a> {
     parent: Option<&'a Path<'a>>,
     name: &'a str,
 }
 
-impl Path<'_> {
+impl<'a> Path<'a> {
+    /// A column at the top of the row.
+    pub(crate) fn column(name: &'a str) -> Self {
+        Path { parent: None, name }
+    }
     fn render(&self) -> String {
         match self.parent {
             Some(p) if !p.name.is_empty() => format!("{}.{}", p.render(), self.name),
@@ -72,7 +76,7 @@ pub struct JsonTranscoder {
 }
 
 #[derive(Debug)]
-struct Buffers {
+pub(crate) struct Buffers {
     slots: Vec<SlotCell>,
     /// Errors of values, referred to by slots.
     errors: Vec<RowError>,
@@ -81,12 +85,27 @@ struct Buffers {
     /// Decoded keys with escapes.
     key: String,
     /// Decoded BYTES values.
-    bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     /// A message's columns put in schema order.
     reorder: Vec<u8>,
     /// Each column's key as it usually comes (`"name"`), by slot: matched at once against the
     /// input before any key is parsed.
     quoted: Vec<Box<[u8]>>,
+}
+
+impl Buffers {
+    /// Buffers for values of flat columns only (no slot table).
+    pub(crate) fn scratch() -> Self {
+        Buffers {
+            slots: Vec::new(),
+            errors: Vec::new(),
+            text: String::new(),
+            key: String::new(),
+            bytes: Vec::new(),
+            reorder: Vec::new(),
+            quoted: Vec::new(),
+        }
+    }
 }
 
 /// `Slot` with a `Debug` that says nothing (slots are scratch space).
@@ -478,7 +497,7 @@ fn packed_element(
 }
 
 /// One non-null value of a column (or one element of a REPEATED one), with its key.
-fn one(
+pub(crate) fn one(
     bufs: &mut Buffers,
     unknown: UnknownFields,
     p: &mut Parser<'_>,

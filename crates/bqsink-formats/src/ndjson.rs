@@ -51,7 +51,7 @@ impl JsonTranscoder {
 
 /// Byte ranges of the lines of `b` (without their `\n`), the last one even when empty only if
 /// `b` does not end with a newline.
-fn lines(b: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+pub(crate) fn lines(b: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
     let mut start = 0;
     let mut done = false;
     std::iter::from_fn(move || {

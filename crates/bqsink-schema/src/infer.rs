@@ -215,11 +215,33 @@ fn normalize_generic(value: &Value) -> Option<Value> {
     }
 }
 
+/// The flattened key of `key` inside the object at `prefix` (`""` at the top): its snake_case,
+/// joined to the prefix with `_`. The column is its [`sanitize_column_name`].
+pub fn flattened_key(prefix: &str, key: &str) -> String {
+    let snake = snake_case(key);
+    if prefix.is_empty() {
+        snake
+    } else {
+        format!("{prefix}_{snake}")
+    }
+}
+
+/// The column type a scalar read from input infers, as [`scalar_type`] of its loose value.
+pub fn scalar_type_of(s: bqsink_core::Scalar<'_>) -> Option<FieldType> {
+    use bqsink_core::Scalar;
+    Some(match s {
+        Scalar::Str(s) => string_type(s),
+        Scalar::Int(_) => FieldType::Int64,
+        Scalar::Float(_) => FieldType::Float64,
+        Scalar::Bool(_) => FieldType::Bool,
+        Scalar::Decimal(_) => return scalar_type(&s.to_value()),
+    })
+}
+
 /// Segment's flattening: `{"a":{"bC":1}}` → `a_b_c`; the NameSet key is the dotted original path.
 fn flatten_into(record: &Record, prefix: &str, names: &mut NameSet, out: &mut Record) {
     for (key, value) in record.iter() {
-        let snake = snake_case(key);
-        let joined = if prefix.is_empty() { snake } else { format!("{prefix}_{snake}") };
+        let joined = flattened_key(prefix, key);
         match value {
             Value::Null => {}
             Value::Record(inner) => flatten_into(inner, &joined, names, out),
@@ -394,6 +416,24 @@ impl SchemaInference {
             }
         }
         self.records += 1;
+    }
+
+    /// Observes one scalar column of record number `record` (0-based) without building the
+    /// record: what a flattened Segment row is made of. Records observed this way are counted
+    /// with [`SchemaInference::add_records`].
+    pub fn observe_column(&mut self, name: &str, field_type: FieldType, record: usize) {
+        let field = Field::new(name, field_type);
+        merge_fields(&mut self.fields, vec![field], "", record, &mut self.conflicts);
+    }
+
+    /// Counts `n` records observed column by column.
+    pub fn add_records(&mut self, n: usize) {
+        self.records += n;
+    }
+
+    /// Records observed so far.
+    pub fn records(&self) -> usize {
+        self.records
     }
 
     /// Observes one JSON value; anything but an object is reported as a conflict of the row.

@@ -48,7 +48,7 @@ pub const PARTITION_COLUMN: &str = "received_at";
 pub const EVENT_TABLE_CLASH_SUFFIX: &str = "_event";
 
 /// Reserved columns of every row but `users`, in table order.
-const COMMON_COLUMNS: [(&str, FieldType); 9] = [
+pub const COMMON_COLUMNS: [(&str, FieldType); 9] = [
     ("id", FieldType::String),
     ("anonymous_id", FieldType::String),
     ("user_id", FieldType::String),
@@ -170,17 +170,24 @@ pub enum SegmentError {
 
 /// The six calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Call {
+pub enum Call {
+    /// `track`: an event.
     Track,
+    /// `identify`: a user's traits.
     Identify,
+    /// `page`: a page view.
     Page,
+    /// `screen`: a screen view.
     Screen,
+    /// `group`: a user joins a group.
     Group,
+    /// `alias`: two ids of one user.
     Alias,
 }
 
 impl Call {
-    fn parse(s: &str) -> Option<Self> {
+    /// The call a payload's `type` names (ASCII case ignored).
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s.to_ascii_lowercase().as_str() {
             "track" => Self::Track,
             "identify" => Self::Identify,
@@ -191,7 +198,8 @@ impl Call {
             _ => return None,
         })
     }
-    fn name(self) -> &'static str {
+    /// Its name in a payload's `type`.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Track => "track",
             Self::Identify => "identify",
@@ -394,6 +402,24 @@ fn object_field(msg: &JsonMap, name: &'static str, at: Position) -> Result<Optio
     }
 }
 
+/// The row's `timestamp`: the client's time corrected for its clock's skew, `received_at -
+/// (sent_at - original)`, when both are known; else the client's time; else `received_at`.
+pub fn corrected_timestamp(
+    received_at: Timestamp,
+    sent_at: Option<Timestamp>,
+    original: Option<Timestamp>,
+) -> Timestamp {
+    match (sent_at, original) {
+        (Some(sent), Some(orig)) => received_at
+            .micros()
+            .checked_sub(sent.micros().saturating_sub(orig.micros()))
+            .and_then(Timestamp::from_micros)
+            .unwrap_or(orig),
+        (_, Some(orig)) => orig,
+        _ => received_at,
+    }
+}
+
 /// A stable id for a message without `messageId`: 128 bits of FNV-1a over its JSON text.
 fn derived_id(msg: &JsonMap) -> String {
     let text = serde_json::Value::Object(msg.clone()).to_string();
@@ -423,15 +449,7 @@ fn message_rows(
         Some(t) => Some(t),
         None => timestamp_field(msg, None, "timestamp", at)?,
     };
-    let timestamp = match (sent_at, original) {
-        (Some(sent), Some(orig)) => received_at
-            .micros()
-            .checked_sub(sent.micros().saturating_sub(orig.micros()))
-            .and_then(Timestamp::from_micros)
-            .unwrap_or(orig),
-        (_, Some(orig)) => orig,
-        _ => received_at,
-    };
+    let timestamp = corrected_timestamp(received_at, sent_at, original);
     let id = match id_field(msg, "messageId", at)? {
         Some(id) => id,
         None => derived_id(msg),
