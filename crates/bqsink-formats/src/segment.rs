@@ -808,6 +808,11 @@ impl SegmentTranscoder {
         }
     }
 
+    /// The options rows are made by.
+    pub fn options(&self) -> &SegmentOptions {
+        &self.reader.options
+    }
+
     /// Whether the plans are these.
     pub fn plans_are(&self, plans: &HashMap<String, RowDescriptor>) -> bool {
         self.plans.len() == plans.len()

@@ -27,7 +27,8 @@ use bqsink_engine::breaker::CircuitBreaker;
 use bqsink_engine::limiter::RateLimiters;
 use bqsink_engine::metrics::{Metrics, MetricsSnapshot};
 use bqsink_engine::sink::Shared;
-use bqsink_engine::{BatchLimits, DeadLetter, DeadLetterQueue, Payload, Reason, RetryPolicy, Router};
+use bqsink_engine::{BatchLimits, DeadLetter, DeadLetterQueue, EncodedRows, Payload, Reason, RetryPolicy, Router};
+use bqsink_formats::{Batch, Cut};
 use bqsink_schema::{plan_alter, reconcile, Decision};
 use bqsink_transport::{Auth, Endpoints, RestClient, RowDescriptor, TableSpec, TransportError, WriteClient};
 use tokio::sync::Mutex;
@@ -70,6 +71,8 @@ struct Inner {
     rows_read: AtomicU64,
     rows_refused: AtomicU64,
     rows_dead_lettered: AtomicU64,
+    limits: BatchLimits,
+    workers: usize,
 }
 
 impl std::fmt::Debug for Inner {
@@ -214,6 +217,61 @@ impl DatasetWriter {
             self.evolve(&mut st, table, plan.schema).await?;
         }
         Ok(conflicts)
+    }
+
+    /// The plans of the tables known so far (created, or read since the writer started), by
+    /// table name: what rows are transcoded for.
+    pub(crate) async fn plans(&self) -> HashMap<String, RowDescriptor> {
+        let mut st = self.inner.state.lock().await;
+        let names: Vec<(String, TableRef)> = st.tables.iter().map(|(n, c)| (n.clone(), c.table.clone())).collect();
+        names
+            .into_iter()
+            .filter_map(|(name, tref)| st.router.sink_mut(&tref).map(|s| (name, s.descriptor().clone())))
+            .collect()
+    }
+
+    /// How rows are cut into requests, and the encoding threads configured.
+    pub(crate) fn batching(&self) -> (Cut, usize) {
+        let l = &self.inner.limits;
+        (Cut { max_rows: l.max_rows.max(1), max_bytes: l.max_bytes }, self.inner.workers)
+    }
+
+    /// Takes rows transcoded for `table` (their positions are 0-based input positions); returns
+    /// the rows refused (dead-lettered when a queue is set).
+    pub(crate) async fn write_transcoded(&self, table: &str, batch: Batch) -> Result<Vec<RowError>, Error> {
+        let (encoded, _) = EncodedRows::from_batch(batch);
+        self.inner.rows_read.fetch_add(encoded.len() as u64, Ordering::Relaxed);
+        let mut st = self.inner.state.lock().await;
+        let Some(tref) = st.tables.get(table).map(|c| c.table.clone()) else {
+            drop(st);
+            return self.refuse_encoded(table, encoded, "the table is not known");
+        };
+        let Some(sink) = st.router.sink_mut(&tref) else {
+            drop(st);
+            return self.refuse_encoded(table, encoded, "the table is not known");
+        };
+        if let Err(e) = sink.admit().await {
+            drop(st);
+            let e = Error::from(e);
+            self.refuse_encoded(table, encoded, &format!("not sent: {e}"))?;
+            return Err(e);
+        }
+        let rejected = sink.write_encoded(encoded).await?;
+        self.adopt_reported_schema(&mut st, table).await?;
+        drop(st);
+        let mut refused = Vec::with_capacity(rejected.len());
+        for (i, e, record) in rejected {
+            refused.push(self.refuse(table, e.at_row(i as u64), record)?);
+        }
+        Ok(refused)
+    }
+
+    /// Refuses rows already encoded (read back for the dead-letter queue), each with `why`.
+    pub(crate) fn refuse_encoded(&self, table: &str, rows: EncodedRows, why: &str) -> Result<Vec<RowError>, Error> {
+        rows.into_records()
+            .into_iter()
+            .map(|(i, record)| self.refuse(table, RowError::new("", why).at_row(i as u64), record))
+            .collect()
     }
 
     /// Dead-letters input that never became a row (say, a line that is not a valid payload), so
@@ -627,6 +685,8 @@ impl DatasetWriterBuilder {
             rows_read: AtomicU64::new(0),
             rows_refused: AtomicU64::new(0),
             rows_dead_lettered: AtomicU64::new(0),
+            limits,
+            workers: config.worker_count,
         });
         let ticker = tokio::spawn(batch_timer(Arc::downgrade(&inner), timeout));
         Ok(DatasetWriter { inner, ticker: Some(ticker) })

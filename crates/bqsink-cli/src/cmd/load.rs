@@ -20,7 +20,7 @@ use crate::settings::{FlagValue, Settings};
 use crate::{Global, EXIT_INTERRUPTED, EXIT_SOME_ROWS_FAILED};
 
 /// Refused rows printed before the rest are only counted.
-const MAX_PRINTED_ROW_ERRORS: u64 = 20;
+pub(crate) const MAX_PRINTED_ROW_ERRORS: u64 = 20;
 
 pub(crate) const AFTER_HELP: &str = "\
 Examples:

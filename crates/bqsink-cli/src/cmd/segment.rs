@@ -2,8 +2,10 @@
 //! a `{"batch": [...]}` envelope, one per line) into Segment's warehouse tables and one table
 //! per track event, through the facade's [`SegmentWriter`].
 //!
-//! Files are finite, so they are read ahead: every table's schema is planned over all their
-//! rows and applied before the first row is written (each table changes at most once). Stdin is
+//! Files are finite, so they are read twice: a first pass plans every table's schema over all
+//! their payloads, keeping no rows, and applies it before the first row is written (each table
+//! changes at most once); the second pass transcodes the payloads straight to row bytes on every
+//! core. Memory stays bounded by the chunks in flight, whatever the files' size. Stdin is
 //! unbounded, so its tables evolve line by line as new properties appear.
 
 use std::path::PathBuf;
@@ -12,17 +14,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail};
+use anyhow::anyhow;
+use bqsink::formats::SegmentScan;
 use bqsink::{
-    CreateDisposition, DatasetWriterBuilder, NdjsonFile, PayloadOutcome, RowError, SegmentOptions, SegmentWriter,
-    WriteMode,
+    CreateDisposition, DatasetWriterBuilder, LoadOptions, NdjsonFile, PayloadOutcome, RowError, SegmentOptions,
+    SegmentWriter, WriteMode,
 };
-use bqsink_schema::{SegmentError, SegmentRow};
 
 use super::connect;
-use super::load::{summary, unwrap_arc, ModeArg, RowErrors};
+use super::load::{summary, unwrap_arc, ModeArg, RowErrors, MAX_PRINTED_ROW_ERRORS};
 use crate::errors::{explain, Context, Needs};
-use crate::input::{self, Input, Line, Position};
+use crate::input::{self, Input, Line, Position, Unit};
 use crate::interrupt::Interrupt;
 use crate::progress::{Counters, Progress, Style, Total};
 use crate::settings::FlagValue;
@@ -43,8 +45,9 @@ columns (id, anonymous_id, user_id, received_at, sent_at, timestamp, context_*, 
 properties or traits as snake_case columns; tracks carries no properties. Tables are created
 partitioned by DAY on received_at, in a dataset created when missing.
 
-Files are read ahead and each table's schema is planned over all their rows before the first
-write (a table changes at most once); stdin evolves the tables as new properties appear.
+Files are read twice: a first pass plans each table's schema over all their payloads before
+the first write (a table changes at most once), keeping no rows; stdin evolves the tables as
+new properties appear.
 With BIGQUERY_AUTO_TABLE_MANAGEMENT=false no table is created or changed.
 
 Rows are counted per table row: a track makes 2 (tracks and its event table, 1 with
@@ -85,19 +88,6 @@ impl SegmentArgs {
             f.push(FlagValue::new("batch_size", "--batch-size", v));
         }
         f
-    }
-}
-
-/// One line of a file, read ahead and turned into rows.
-struct Planned {
-    at: Position,
-    rows: Result<Vec<SegmentRow>, Refused>,
-}
-
-impl Planned {
-    /// Rows it counts for: its table rows, or 1 when it is refused whole.
-    fn rows(&self) -> u64 {
-        self.rows.as_ref().map_or(1, |r| r.len() as u64)
     }
 }
 
@@ -147,31 +137,43 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
     let mut errors = RowErrors { inputs: &inputs, printed: 0 };
     interrupt.set_graceful(true);
 
-    // Files: read ahead, plan every table once, then write.
-    let files: Vec<(usize, Input)> =
-        inputs.iter().enumerate().filter(|(_, i)| i.path.is_some()).map(|(n, i)| (n, i.clone())).collect();
-    let mut planned: Vec<Planned> = Vec::new();
+    // Files: a first pass plans every table once, keeping no rows.
     let mut fatal: Option<anyhow::Error> = None;
-    if !files.is_empty() {
-        match read_ahead(&writer, files, interrupt).await {
-            Ok(p) => planned = p,
-            Err(e) => fatal = Some(e),
+    let mut scan = SegmentScan::default();
+    let has_files = inputs.iter().any(|i| i.path.is_some());
+    for input in inputs.iter().filter(|i| i.path.is_some()) {
+        if interrupt.fired() {
+            break;
+        }
+        let name = input.name();
+        let scanned = match open(input) {
+            Ok(file) => writer.scan(file, interrupt.wait()).await.map_err(|e| match e {
+                bqsink::Error::Input(m) => anyhow!("{name}: {m}"),
+                e => fail(e),
+            }),
+            Err(e) => Err(e),
+        };
+        match scanned {
+            Ok(s) => scan.merge(s),
+            Err(e) => {
+                fatal = Some(e);
+                break;
+            }
         }
     }
-    if fatal.is_none() && !interrupt.fired() && !planned.is_empty() {
-        let rows = planned.iter().filter_map(|p| p.rows.as_ref().ok()).flatten();
-        match writer.plan(rows).await {
-            Ok(conflicts) => report_plan(&planned, &conflicts, global),
+    if fatal.is_none() && !interrupt.fired() && has_files && scan.lines > 0 {
+        match writer.plan_scanned(&scan).await {
+            Ok(conflicts) => report_plan(&scan, &conflicts, global),
             Err(e) => fatal = Some(fail(e)),
         }
     }
-    let total_rows: u64 = planned.iter().map(Planned::rows).sum();
+    let total_rows = scan.rows;
     let has_stdin = inputs.iter().any(|i| i.path.is_none());
     let total = (!has_stdin).then_some(Total::Rows(total_rows));
     let mut progress =
         Progress::start(Style::choose(global.quiet, interval), total, counters.clone(), Arc::downgrade(&writer));
 
-    let mut planned = planned.into_iter().peekable();
+    let printed = Arc::new(AtomicU64::new(0));
     let mut handle = |outcome: Result<PayloadOutcome, bqsink::Error>, at: Position, progress: &Progress| {
         let outcome = outcome.map_err(fail)?;
         counters.read.fetch_add(outcome.rows, Ordering::Relaxed);
@@ -188,20 +190,37 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
             break;
         }
         if input.path.is_some() {
-            while let Some(p) = planned.next_if(|p| p.at.input == n) {
-                if interrupt.fired() {
-                    break 'inputs;
-                }
-                let outcome = match p.rows {
-                    Ok(rows) => writer.write_rows_at(rows, Some(p.at.index())).await,
-                    Err(r) => refuse(&writer, p.at, r),
-                };
-                if let Err(e) = handle(outcome, p.at, &progress) {
+            // The second pass: straight to row bytes, on every core.
+            let file = match open(input) {
+                Ok(f) => f,
+                Err(e) => {
                     fatal = Some(e);
-                    break 'inputs;
+                    break;
+                }
+            };
+            let print = progress.printer();
+            let (printed, shown, all) = (printed.clone(), counters.clone(), inputs.clone());
+            let options = LoadOptions::ndjson().with_rows_read(counters.read.clone()).on_refused(move |e| {
+                if counts_own_refusals {
+                    shown.refused.fetch_add(1, Ordering::Relaxed);
+                }
+                if printed.fetch_add(1, Ordering::Relaxed) < MAX_PRINTED_ROW_ERRORS {
+                    let at = Position { input: n, unit: Unit::Line, number: e.row.map_or(0, |r| r + 1) };
+                    print(&format!("bqsink: {}: {}", place(&all, at), describe(e, at)));
+                }
+            });
+            match writer.load(file, options, interrupt.wait()).await {
+                Ok(report) if report.stopped => break,
+                Ok(_) => continue,
+                Err(bqsink::Error::Input(m)) => {
+                    fatal = Some(anyhow!("{}: {m}", input.name()));
+                    break;
+                }
+                Err(e) => {
+                    fatal = Some(fail(e));
+                    break;
                 }
             }
-            continue;
         }
         // Stdin: line by line, tables evolving as they go.
         let mut lines = input::spawn_lines(vec![(n, input.clone())], counters.bytes.clone());
@@ -234,7 +253,7 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
             }
         }
     }
-    drop(planned);
+    errors.printed += printed.load(Ordering::Relaxed);
 
     let read = counters.read.load(Ordering::Relaxed);
     let secs = || started.elapsed().as_secs_f64();
@@ -282,34 +301,17 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
     })
 }
 
-/// Reads every line of the files and turns it into rows (or the reason it cannot be).
-async fn read_ahead(
-    writer: &SegmentWriter,
-    files: Vec<(usize, Input)>,
-    interrupt: &Interrupt,
-) -> anyhow::Result<Vec<Planned>> {
-    let mut lines = input::spawn_lines(files, Arc::new(AtomicU64::new(0)));
-    let mut planned = Vec::new();
-    loop {
-        let line = tokio::select! {
-            biased;
-            () = interrupt.wait() => return Ok(planned),
-            line = lines.recv() => match line {
-                Some(line) => line,
-                None => return Ok(planned),
-            },
-        };
-        let p = match line {
-            Line::Text(at, text) => Planned {
-                at,
-                rows: writer
-                    .rows_of_line(&text, at.number)
-                    .map_err(|e: SegmentError| Refused { why: e.to_string(), text }),
-            },
-            Line::Bad(at, text, why) => Planned { at, rows: Err(Refused { text, why }) },
-            Line::Fatal(message) => bail!(message),
-        };
-        planned.push(p);
+/// A file of the inputs, opened.
+fn open(input: &Input) -> anyhow::Result<std::fs::File> {
+    let path = input.path.as_ref().ok_or_else(|| anyhow!("stdin is read line by line"))?;
+    std::fs::File::open(path).map_err(|e| anyhow!("cannot open {}: {e}", input.name()))
+}
+
+/// Where a line is, as refusals name it.
+fn place(inputs: &[Input], at: Position) -> String {
+    match inputs.get(at.input) {
+        Some(i) if inputs.len() > 1 => format!("{} line {}", i.name(), at.number),
+        _ => format!("line {}", at.number),
     }
 }
 
@@ -335,21 +337,18 @@ fn describe(e: &RowError, at: Position) -> String {
 
 /// What planning found, on stderr: one line, and with `-v` the columns holding mixed types
 /// (their rows are coerced when the value converts, else dead-lettered and named as written).
-fn report_plan(planned: &[Planned], conflicts: &[String], global: &Global) {
+fn report_plan(scan: &SegmentScan, conflicts: &[String], global: &Global) {
     if global.quiet {
         return;
     }
-    let mut tables: Vec<&str> =
-        planned.iter().filter_map(|p| p.rows.as_ref().ok()).flatten().map(|r| r.table.as_str()).collect();
-    tables.sort_unstable();
-    tables.dedup();
-    let rows: u64 = planned.iter().map(Planned::rows).sum();
+    let tables = &scan.tables;
+    let rows = scan.rows;
     let mixed = match (conflicts.len(), global.verbose) {
         (0, _) => String::new(),
         (n, 0) => format!("; {n} columns hold values of mixed types (-v to list them)"),
         (n, _) => format!("; {n} columns hold values of mixed types:"),
     };
-    eprintln!("bqsink: planned {} tables over {rows} rows from {} lines{mixed}", tables.len(), planned.len());
+    eprintln!("bqsink: planned {} tables over {rows} rows from {} lines{mixed}", tables.len(), scan.lines);
     if global.verbose > 0 {
         for c in conflicts.iter().take(MAX_PRINTED_CONFLICTS) {
             eprintln!("bqsink:   {c}");

@@ -110,9 +110,9 @@ pub struct LoadReport {
 }
 
 /// Chunks waiting in the channel from the reader thread.
-const QUEUED_CHUNKS: usize = 2;
+pub(crate) const QUEUED_CHUNKS: usize = 2;
 
-enum FromReader {
+pub(crate) enum FromReader {
     Header(Vec<u8>),
     Chunk(Chunk),
     Failed(String),
@@ -280,7 +280,12 @@ impl Destination {
 }
 
 /// The reader thread: chunks in order, then nothing (or why it could not go on).
-fn read_chunks<R: Read + Send + 'static>(reader: R, format: Format, chunk_bytes: usize, tx: &mpsc::Sender<FromReader>) {
+pub(crate) fn read_chunks<R: Read + Send + 'static>(
+    reader: R,
+    format: Format,
+    chunk_bytes: usize,
+    tx: &mpsc::Sender<FromReader>,
+) {
     let (reader, _) = match bqsink_formats::input::open(Box::new(reader)) {
         Ok(r) => r,
         Err(e) => {

@@ -30,6 +30,7 @@ use crate::Error;
 
 pub(crate) use builder::DeadLetterTable;
 pub use builder::DestinationBuilder;
+pub(crate) use load::{read_chunks, FromReader, QUEUED_CHUNKS};
 pub use load::{LoadOptions, LoadReport, OnRefused};
 pub use write::StreamReport;
 
