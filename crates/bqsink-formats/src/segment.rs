@@ -18,11 +18,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 use bqsink_core::{coerce_scalar, Coerced, FieldType, Mode, Scalar, Timestamp, Value};
 use bqsink_schema::infer::{flattened_key, scalar_type, scalar_type_of, string_type};
 use bqsink_schema::naming::sanitize_column_name;
 use bqsink_schema::segment::{corrected_timestamp, event_table_name, is_reserved_column, Call};
 use bqsink_schema::{InferMode, SchemaInference, SegmentOptions};
+use bqsink_transport::wire::put_varint;
 use bqsink_transport::{put_coerced_body, FieldPlan, RowDescriptor, UnknownFields, WireKind};
 
 use crate::batch::{Batch, Batches, Cut};
@@ -96,8 +99,25 @@ const KEYS: [&[u8]; 17] = [
     b"batch",
 ];
 
-/// Each member's value (the last one of a repeated key; `null` is absent).
-type Members = [Option<Span>; KEYS.len()];
+/// Each member's value (the last one of a repeated key; `null` is absent), and the leaves of
+/// `context`, `properties` and `traits` when they are objects (flattened as they are read).
+#[derive(Clone, Copy, Debug, Default)]
+struct Members {
+    spans: [Option<Span>; KEYS.len()],
+    flat: [Option<(u32, u32)>; 3],
+}
+
+impl Members {
+    /// The leaves of an object member (`CONTEXT`, `PROPERTIES` or `TRAITS`): none when absent;
+    /// `Slow` when it is not an object.
+    fn leaves(&self, k: usize) -> Fast<(u32, u32)> {
+        match (self.spans[k], self.flat[k - CONTEXT]) {
+            (None, _) => Ok((0, 0)),
+            (Some(_), Some(range)) => Ok(range),
+            (Some(_), None) => Err(Slow),
+        }
+    }
+}
 
 /// The fixed columns a row may carry, by position in [`FIXED`].
 const F_ID: usize = 0;
@@ -153,25 +173,42 @@ fn kind_of(table: &str) -> usize {
 #[derive(Debug)]
 struct Column {
     name: Box<str>,
+    /// The keys leading to it (after a marker byte: `c` context, `p` properties or traits),
+    /// NUL-separated: sorting by it sorts as the `Record` path visits keys.
+    path: Box<[u8]>,
     /// Same for names equal but for ASCII case.
     fold: u32,
     /// Bit `k`: dropped from tables of kind `k` (reserved; only for properties and traits).
     reserved: u8,
+    /// Its own key (the last of the path).
+    key: Box<[u8]>,
+    /// The key that came after it last time, and the first key inside it (`NONE` when none
+    /// yet): payloads of one source repeat their shape, so the next key is guessed first.
+    next: u32,
+    first_child: u32,
 }
 
-/// A leaf of a flattened object: its column and its value's text.
+const NONE: u32 = u32::MAX;
+
+/// A leaf of a flattened object: its column, its value's text and what was read of it.
 #[derive(Clone, Copy, Debug)]
 struct Leaf {
     column: u32,
     value: Span,
-    array: bool,
+    kind: LeafKind,
 }
 
-/// A member of an object being flattened.
 #[derive(Clone, Copy, Debug)]
-struct Member {
-    key: Span,
-    value: Span,
+enum LeafKind {
+    /// A string: its body, and whether it has escapes.
+    Str(Span, bool),
+    Int(i64),
+    Float(f64),
+    /// An integer beyond INT64 (its text is the value's).
+    Decimal,
+    Bool(bool),
+    /// A non-empty array, stored as its JSON text.
+    Array,
 }
 
 /// One message of a line, read and checked.
@@ -211,8 +248,8 @@ struct Reader {
     options: SegmentOptions,
     now: Timestamp,
     columns: Vec<Column>,
-    by_path: HashMap<Box<[u8]>, u32>,
-    folds: HashMap<Box<str>, u32>,
+    by_path: FxHashMap<Box<[u8]>, u32>,
+    folds: FxHashMap<Box<str>, u32>,
     /// Table names by index, and the index of each.
     tables: Vec<Arc<str>>,
     table_index: HashMap<Arc<str>, u32>,
@@ -220,12 +257,13 @@ struct Reader {
     events: HashMap<Box<str>, u32>,
     // Scratch, kept between lines.
     leaves: Vec<Leaf>,
-    members: Vec<Member>,
     path: Vec<u8>,
     arena: String,
     msgs: Vec<Msg>,
     fold_seen: Vec<u32>,
     generation: u32,
+    /// The first key of `context` and of properties and traits, guessed like [`Column::next`].
+    first_key: [u32; 2],
 }
 
 impl Reader {
@@ -234,18 +272,18 @@ impl Reader {
             options,
             now: Timestamp::UNIX_EPOCH,
             columns: Vec::new(),
-            by_path: HashMap::new(),
-            folds: HashMap::new(),
+            by_path: FxHashMap::default(),
+            folds: FxHashMap::default(),
             tables: Vec::new(),
             table_index: HashMap::new(),
             events: HashMap::new(),
             leaves: Vec::new(),
-            members: Vec::new(),
             path: Vec::new(),
             arena: String::new(),
             msgs: Vec::new(),
             fold_seen: Vec::new(),
             generation: 0,
+            first_key: [NONE; 2],
         };
         for t in KINDS {
             r.table(t);
@@ -278,13 +316,13 @@ impl Reader {
         self.msgs.clear();
         let mut p = Parser { s: line, b: line.as_bytes(), i: 0 };
         p.ws();
-        let mut top: Members = Default::default();
-        members(&mut p, &mut top)?;
+        let mut top = Members::default();
+        self.members(&mut p, &mut top)?;
         p.ws();
         if p.i != p.b.len() {
             return Err(Slow);
         }
-        let Some(batch) = top[BATCH] else {
+        let Some(batch) = top.spans[BATCH] else {
             let m = self.message(line, &top, None)?;
             self.msgs.push(m);
             return Ok(());
@@ -299,8 +337,8 @@ impl Reader {
         }
         loop {
             p.ws();
-            let mut item: Members = Default::default();
-            members(&mut p, &mut item)?;
+            let mut item = Members::default();
+            self.members(&mut p, &mut item)?;
             let m = self.message(line, &item, Some(&top))?;
             self.msgs.push(m);
             p.ws();
@@ -312,30 +350,83 @@ impl Reader {
         }
     }
 
+    /// Reads an object's members (the cursor on `{`), keeping those Segment reads and
+    /// flattening `context`, `properties` and `traits` on the way.
+    fn members(&mut self, p: &mut Parser<'_>, out: &mut Members) -> Fast<()> {
+        if !p.eat(b'{') {
+            return Err(Slow);
+        }
+        p.ws();
+        if p.eat(b'}') {
+            return Ok(());
+        }
+        loop {
+            p.ws();
+            if p.peek() != Some(b'"') {
+                return Err(Slow);
+            }
+            let k = p.string_ref().map_err(slow)?;
+            if k.escaped {
+                return Err(Slow);
+            }
+            p.ws();
+            if !p.eat(b':') {
+                return Err(Slow);
+            }
+            p.ws();
+            let start = p.i;
+            let key = &p.b[k.start as usize..k.end as usize];
+            match KEYS.iter().position(|k| *k == key) {
+                Some(ix @ (CONTEXT | PROPERTIES | TRAITS)) if p.peek() == Some(b'{') => {
+                    let marker = if ix == CONTEXT { b'c' } else { b'p' };
+                    out.flat[ix - CONTEXT] = Some(self.flatten(p, marker)?);
+                    out.spans[ix] = Some(Span { start: start as u32, end: p.i as u32 });
+                }
+                Some(ix) => {
+                    p.skip_value().map_err(slow)?;
+                    let null = &p.b[start..p.i] == b"null";
+                    out.spans[ix] = (!null).then_some(Span { start: start as u32, end: p.i as u32 });
+                    if (CONTEXT..=TRAITS).contains(&ix) {
+                        out.flat[ix - CONTEXT] = None;
+                    }
+                }
+                None => p.skip_value().map_err(slow)?,
+            }
+            p.ws();
+            match p.peek() {
+                Some(b',') => p.i += 1,
+                Some(b'}') => {
+                    p.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(Slow),
+            }
+        }
+    }
+
     fn message(&mut self, line: &str, m: &Members, envelope: Option<&Members>) -> Fast<Msg> {
-        let field = |k: usize| m[k].or_else(|| envelope.and_then(|e| e[k]));
+        let field = |k: usize| m.spans[k].or_else(|| envelope.and_then(|e| e.spans[k]));
         let call = {
-            let t = self.string(line, m[TYPE].ok_or(Slow)?)?;
+            let t = self.string(line, m.spans[TYPE].ok_or(Slow)?)?;
             Call::parse(self.text(line, t)).ok_or(Slow)?
         };
         let received_at = self.timestamp(line, field(RECEIVED_AT))?.unwrap_or(self.now);
         let sent_at = self.timestamp(line, field(SENT_AT))?;
-        let original = match self.timestamp(line, m[ORIGINAL_TIMESTAMP])? {
+        let original = match self.timestamp(line, m.spans[ORIGINAL_TIMESTAMP])? {
             Some(t) => Some(t),
-            None => self.timestamp(line, m[TIMESTAMP])?,
+            None => self.timestamp(line, m.spans[TIMESTAMP])?,
         };
         let timestamp = corrected_timestamp(received_at, sent_at, original);
         // A message without an id gets one derived from its whole text: the other path.
-        let id = self.id(line, m[MESSAGE_ID])?.ok_or(Slow)?;
-        let user_id = self.id(line, m[USER_ID])?;
-        let anonymous_id = self.id(line, m[ANONYMOUS_ID])?;
-        let is_object = |s: Span| line.as_bytes().get(s.start as usize) == Some(&b'{');
-        let context = match (m[CONTEXT], envelope) {
-            (Some(c), _) if is_object(c) => Some(c),
-            (_, Some(env)) => env[CONTEXT],
-            (c, None) => c,
+        let id = self.id(line, m.spans[MESSAGE_ID])?.ok_or(Slow)?;
+        let user_id = self.id(line, m.spans[USER_ID])?;
+        let anonymous_id = self.id(line, m.spans[ANONYMOUS_ID])?;
+        // The message's own context when it is an object, else the envelope's.
+        let context = match (m.flat[0], envelope) {
+            (Some(c), _) => c,
+            (None, Some(env)) => env.leaves(CONTEXT)?,
+            (None, None) => m.leaves(CONTEXT)?,
         };
-        let context = self.flatten(line, context, b'c')?;
         let mut msg = Msg {
             call,
             id,
@@ -356,27 +447,27 @@ impl Reader {
         };
         match call {
             Call::Track => {
-                let event = self.text_field(line, m[EVENT])?.ok_or(Slow)?;
+                let event = self.text_field(line, m.spans[EVENT])?.ok_or(Slow)?;
                 if self.text(line, event).trim().is_empty() {
                     return Err(Slow);
                 }
                 msg.event = Some(event);
                 msg.event_table = self.event_table(line, event);
                 if self.options.event_tables {
-                    msg.custom = self.flatten(line, m[PROPERTIES], b'p')?;
+                    msg.custom = m.leaves(PROPERTIES)?;
                 }
             }
-            Call::Identify => msg.custom = self.flatten(line, m[TRAITS], b'p')?,
+            Call::Identify => msg.custom = m.leaves(TRAITS)?,
             Call::Page | Call::Screen => {
-                msg.name = self.text_field(line, m[NAME])?;
-                msg.category = self.text_field(line, m[CATEGORY])?;
-                msg.custom = self.flatten(line, m[PROPERTIES], b'p')?;
+                msg.name = self.text_field(line, m.spans[NAME])?;
+                msg.category = self.text_field(line, m.spans[CATEGORY])?;
+                msg.custom = m.leaves(PROPERTIES)?;
             }
             Call::Group => {
-                msg.group_id = Some(self.id(line, m[GROUP_ID])?.ok_or(Slow)?);
-                msg.custom = self.flatten(line, m[TRAITS], b'p')?;
+                msg.group_id = Some(self.id(line, m.spans[GROUP_ID])?.ok_or(Slow)?);
+                msg.custom = m.leaves(TRAITS)?;
             }
-            Call::Alias => msg.previous_id = Some(self.id(line, m[PREVIOUS_ID])?.ok_or(Slow)?),
+            Call::Alias => msg.previous_id = Some(self.id(line, m.spans[PREVIOUS_ID])?.ok_or(Slow)?),
         }
         Ok(msg)
     }
@@ -495,25 +586,84 @@ impl Reader {
         }
     }
 
-    /// Flattens an object member (absent: no leaves) into leaves; returns their range.
-    fn flatten(&mut self, line: &str, s: Option<Span>, marker: u8) -> Fast<(u32, u32)> {
+    /// Flattens the object under the cursor into leaves, in one pass; returns their range.
+    /// Keys are read in input order: where order matters (planning new columns) they are
+    /// sorted by their paths, which is the `Record` path's order.
+    fn flatten(&mut self, p: &mut Parser<'_>, marker: u8) -> Fast<(u32, u32)> {
         let start = self.leaves.len() as u32;
-        let Some(s) = s else { return Ok((start, start)) };
-        if line.as_bytes().get(s.start as usize) != Some(&b'{') {
-            return Err(Slow);
-        }
         self.path.clear();
         self.path.push(marker);
-        self.object(line, s.start as usize, 0)?;
-        let end = self.leaves.len() as u32;
-        // Two keys that make one column (ignoring case) are numbered by the other path.
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
             self.fold_seen.iter_mut().for_each(|g| *g = 0);
             self.generation = 1;
         }
-        for l in &self.leaves[start as usize..end as usize] {
-            let fold = self.columns[l.column as usize].fold as usize;
+        self.object(p, 0, NONE)?;
+        Ok((start, self.leaves.len() as u32))
+    }
+
+    /// The first key last seen inside `parent` (the top of the object when `NONE`).
+    fn first_key_of(&self, parent: u32) -> u32 {
+        match self.columns.get(parent as usize) {
+            Some(c) => c.first_child,
+            None => self.first_key[usize::from(self.path.first() == Some(&b'p'))],
+        }
+    }
+
+    fn set_first_key(&mut self, parent: u32, c: u32) {
+        match self.columns.get_mut(parent as usize) {
+            Some(p) => p.first_child = c,
+            None => self.first_key[usize::from(self.path.first() == Some(&b'p'))] = c,
+        }
+    }
+
+    fn object(&mut self, p: &mut Parser<'_>, depth: usize, parent: u32) -> Fast<()> {
+        if depth > MAX_FLATTEN_DEPTH {
+            return Err(Slow);
+        }
+        p.i += 1; // '{'
+        p.ws();
+        if p.eat(b'}') {
+            return Ok(());
+        }
+        let mut expected = self.first_key_of(parent);
+        let mut previous = NONE;
+        loop {
+            p.ws();
+            if p.peek() != Some(b'"') {
+                return Err(Slow);
+            }
+            let k = p.string_ref().map_err(slow)?;
+            if k.escaped {
+                return Err(Slow);
+            }
+            p.ws();
+            if !p.eat(b':') {
+                return Err(Slow);
+            }
+            p.ws();
+            let mark = self.path.len();
+            if mark > 1 {
+                self.path.push(0);
+            }
+            let key = &p.b[k.start as usize..k.end as usize];
+            self.path.extend_from_slice(key);
+            let column = match self.columns.get(expected as usize) {
+                Some(c) if *c.key == *key => expected,
+                _ => {
+                    let c = self.column()?;
+                    match self.columns.get_mut(previous as usize) {
+                        Some(prev) => prev.next = c,
+                        None => self.set_first_key(parent, c),
+                    }
+                    c
+                }
+            };
+            expected = self.columns[column as usize].next;
+            previous = column;
+            // A key met twice, or two keys making one column (ignoring case): the other path
+            // keeps the last one or numbers them.
+            let fold = self.columns[column as usize].fold as usize;
             if self.fold_seen.len() <= fold {
                 self.fold_seen.resize(fold + 1, 0);
             }
@@ -521,80 +671,47 @@ impl Reader {
                 return Err(Slow);
             }
             self.fold_seen[fold] = self.generation;
-        }
-        Ok((start, end))
-    }
-
-    fn object(&mut self, line: &str, at: usize, depth: usize) -> Fast<()> {
-        if depth > MAX_FLATTEN_DEPTH {
-            return Err(Slow);
-        }
-        let b = line.as_bytes();
-        let mut p = Parser { s: line, b, i: at + 1 };
-        let base = self.members.len();
-        p.ws();
-        if !p.eat(b'}') {
-            loop {
-                p.ws();
-                if p.peek() != Some(b'"') {
-                    return Err(Slow);
+            let start = p.i as u32;
+            let kind = match p.peek() {
+                Some(b'n') => {
+                    p.literal("null").map_err(slow)?;
+                    None
                 }
-                let k = p.string_ref().map_err(slow)?;
-                if k.escaped {
-                    return Err(Slow);
+                Some(b'{') => {
+                    self.object(p, depth + 1, column)?;
+                    None
                 }
-                p.ws();
-                if !p.eat(b':') {
-                    return Err(Slow);
-                }
-                p.ws();
-                let start = p.i as u32;
-                p.skip_value().map_err(slow)?;
-                let value = Span { start, end: p.i as u32 };
-                self.members.push(Member { key: Span { start: k.start, end: k.end }, value });
-                p.ws();
-                match p.peek() {
-                    Some(b',') => p.i += 1,
-                    Some(b'}') => break,
-                    _ => return Err(Slow),
-                }
-            }
-        }
-        let key = |m: &Member| &b[m.key.start as usize..m.key.end as usize];
-        self.members[base..].sort_by(|x, y| key(x).cmp(key(y)));
-        let end = self.members.len();
-        for i in base..end {
-            let m = self.members[i];
-            // A repeated key: the last one stands (sorting kept their order).
-            if i + 1 < end && key(&self.members[i + 1]) == key(&m) {
-                continue;
-            }
-            let mark = self.path.len();
-            if mark > 1 {
-                self.path.push(0);
-            }
-            self.path.extend_from_slice(key(&m));
-            let v = m.value.start as usize;
-            match b.get(v) {
-                Some(b'n') => {}
-                Some(b'{') => self.object(line, v, depth + 1)?,
                 Some(b'[') => {
-                    let mut q = Parser { s: line, b, i: v + 1 };
-                    q.ws();
-                    if q.peek() != Some(b']') {
-                        let column = self.column()?;
-                        self.leaves.push(Leaf { column, value: m.value, array: true });
-                    }
+                    p.skip_value().map_err(slow)?;
+                    let inner = &p.b[start as usize + 1..p.i - 1];
+                    (!inner.iter().all(u8::is_ascii_whitespace)).then_some(LeafKind::Array)
                 }
-                _ => {
-                    let column = self.column()?;
-                    self.leaves.push(Leaf { column, value: m.value, array: false });
+                Some(b'"') => {
+                    let s = p.string_ref().map_err(slow)?;
+                    Some(LeafKind::Str(Span { start: s.start, end: s.end }, s.escaped))
                 }
+                Some(b't') => p.literal("true").map(|()| Some(LeafKind::Bool(true))).map_err(slow)?,
+                Some(b'f') => p.literal("false").map(|()| Some(LeafKind::Bool(false))).map_err(slow)?,
+                _ => match p.number().map_err(slow)? {
+                    Scalar::Int(i) => Some(LeafKind::Int(i)),
+                    Scalar::Float(f) => Some(LeafKind::Float(f)),
+                    _ => Some(LeafKind::Decimal),
+                },
+            };
+            if let Some(kind) = kind {
+                self.leaves.push(Leaf { column, value: Span { start, end: p.i as u32 }, kind });
             }
             self.path.truncate(mark);
+            p.ws();
+            match p.peek() {
+                Some(b',') => p.i += 1,
+                Some(b'}') => {
+                    p.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(Slow),
+            }
         }
-        self.members.truncate(base);
-        Ok(())
     }
 
     /// The column of the flattened key in `self.path`.
@@ -622,8 +739,18 @@ impl Reader {
         let next = self.folds.len() as u32;
         let fold = *self.folds.entry(lower).or_insert(next);
         let c = self.columns.len() as u32;
-        self.columns.push(Column { name: name.into(), fold, reserved });
-        self.by_path.insert(self.path.as_slice().into(), c);
+        let path: Box<[u8]> = self.path.as_slice().into();
+        let key = keys.rsplit(|b| *b == 0).next().unwrap_or_default().into();
+        self.columns.push(Column {
+            name: name.into(),
+            path: path.clone(),
+            fold,
+            reserved,
+            key,
+            next: NONE,
+            first_child: NONE,
+        });
+        self.by_path.insert(path, c);
         Ok(c)
     }
 
@@ -634,6 +761,7 @@ impl Reader {
             return false;
         }
         self.columns.clear();
+        self.first_key = [NONE; 2];
         self.by_path.clear();
         self.folds.clear();
         self.fold_seen.clear();
@@ -661,48 +789,6 @@ impl Reader {
         let raw = &line[v.start as usize..v.end as usize];
         let json: serde_json::Value = serde_json::from_str(raw).map_err(slow)?;
         Ok(Value::from(json).to_json_string())
-    }
-}
-
-/// Reads an object's members (the cursor on `{`), keeping those Segment reads.
-fn members(p: &mut Parser<'_>, out: &mut Members) -> Fast<()> {
-    if !p.eat(b'{') {
-        return Err(Slow);
-    }
-    p.ws();
-    if p.eat(b'}') {
-        return Ok(());
-    }
-    loop {
-        p.ws();
-        if p.peek() != Some(b'"') {
-            return Err(Slow);
-        }
-        let k = p.string_ref().map_err(slow)?;
-        if k.escaped {
-            return Err(Slow);
-        }
-        p.ws();
-        if !p.eat(b':') {
-            return Err(Slow);
-        }
-        p.ws();
-        let start = p.i;
-        p.skip_value().map_err(slow)?;
-        let key = &p.b[k.start as usize..k.end as usize];
-        if let Some(ix) = KEYS.iter().position(|k| *k == key) {
-            let null = &p.b[start..p.i] == b"null";
-            out[ix] = (!null).then_some(Span { start: start as u32, end: p.i as u32 });
-        }
-        p.ws();
-        match p.peek() {
-            Some(b',') => p.i += 1,
-            Some(b'}') => {
-                p.i += 1;
-                return Ok(());
-            }
-            _ => return Err(Slow),
-        }
     }
 }
 
@@ -980,17 +1066,43 @@ impl SegmentTranscoder {
             }
             let field = &root.fields[idx];
             let start = scratch.len();
-            if leaf.array {
-                let text = Reader::array_text(line, leaf.value)?;
-                let c = coerce_scalar(Scalar::Str(&text), field.field_type, &mut bufs.bytes).map_err(slow)?;
-                field.tag.put(scratch);
-                put_coerced_body(&c, &bufs.bytes, scratch);
-            } else {
-                let mut p = Parser { s: line, b: line.as_bytes(), i: leaf.value.start as usize };
-                let path = Path::column(&field.name);
-                match one(bufs, UnknownFields::Reject, &mut p, field, &path, scratch).map_err(slow)? {
-                    Outcome::Written => {}
-                    Outcome::Null | Outcome::Failed(_) => return Err(Slow),
+            let scalar = match leaf.kind {
+                LeafKind::Str(body, false) => Some(Scalar::Str(&line[body.start as usize..body.end as usize])),
+                LeafKind::Int(i) => Some(Scalar::Int(i)),
+                LeafKind::Float(f) => Some(Scalar::Float(f)),
+                LeafKind::Bool(b) => Some(Scalar::Bool(b)),
+                LeafKind::Str(_, true) | LeafKind::Decimal | LeafKind::Array => None,
+            };
+            match (leaf.kind, scalar) {
+                // Values that already have the column's type, as read.
+                (LeafKind::Str(..), Some(Scalar::Str(text))) if field.field_type == FieldType::String => {
+                    field.tag.put(scratch);
+                    put_varint(scratch, text.len() as u64);
+                    scratch.extend_from_slice(text.as_bytes());
+                }
+                (LeafKind::Int(i), _) if field.field_type == FieldType::Int64 => {
+                    field.tag.put(scratch);
+                    put_varint(scratch, i as u64);
+                }
+                // Others by the shared rules (a JSON column keeps the value's text: below).
+                (_, Some(s)) if field.field_type != FieldType::Json => {
+                    let c = coerce_scalar(s, field.field_type, &mut bufs.bytes).map_err(slow)?;
+                    field.tag.put(scratch);
+                    put_coerced_body(&c, &bufs.bytes, scratch);
+                }
+                (LeafKind::Array, _) => {
+                    let text = Reader::array_text(line, leaf.value)?;
+                    let c = coerce_scalar(Scalar::Str(&text), field.field_type, &mut bufs.bytes).map_err(slow)?;
+                    field.tag.put(scratch);
+                    put_coerced_body(&c, &bufs.bytes, scratch);
+                }
+                _ => {
+                    let mut p = Parser { s: line, b: line.as_bytes(), i: leaf.value.start as usize };
+                    let path = Path::column(&field.name);
+                    match one(bufs, UnknownFields::Reject, &mut p, field, &path, scratch).map_err(slow)? {
+                        Outcome::Written => {}
+                        Outcome::Null | Outcome::Failed(_) => return Err(Slow),
+                    }
                 }
             }
             out.stamp[idx] = gen;
@@ -1017,6 +1129,9 @@ fn flat(f: &FieldPlan) -> bool {
     f.kind != WireKind::Message && f.mode != Mode::Repeated
 }
 
+/// A type observed in a column, and the row (0-based) where it was first seen.
+type Seen = (FieldType, usize);
+
 /// The column types one table's rows call for, as observed.
 #[derive(Clone, Debug, Default)]
 pub struct TableScan {
@@ -1024,7 +1139,7 @@ pub struct TableScan {
     pub rows: usize,
     /// Columns in order of first appearance, each with the distinct types observed in order
     /// of first appearance and the row (0-based, in this table) where each was first seen.
-    columns: Vec<(Box<str>, Vec<(FieldType, usize)>)>,
+    columns: Vec<(Box<str>, Vec<Seen>)>,
     index: HashMap<Box<str>, usize>,
     /// Column index by the scanner's column id (`UNSEEN` until used).
     by_column: Vec<u32>,
@@ -1111,12 +1226,19 @@ pub struct SegmentScanner {
     rows: Vec<RowOf>,
     fixed: Vec<(usize, Fixed)>,
     text: String,
+    pending: Vec<(u32, FieldType)>,
 }
 
 impl SegmentScanner {
     /// A scanner making rows as `options` says.
     pub fn new(options: SegmentOptions) -> Self {
-        SegmentScanner { reader: Reader::new(options), rows: Vec::new(), fixed: Vec::new(), text: String::new() }
+        SegmentScanner {
+            reader: Reader::new(options),
+            rows: Vec::new(),
+            fixed: Vec::new(),
+            text: String::new(),
+            pending: Vec::new(),
+        }
     }
 
     /// Scans a chunk of NDJSON (whole lines) whose first line is line `first_line` (1-based).
@@ -1179,7 +1301,7 @@ impl SegmentScanner {
                 };
                 Reader::fixed(&msg, row, self.reader.now, &mut self.fixed);
                 let ts = table_scan(tables, table);
-                observe_row(&self.reader, line, &msg, row, &self.fixed, ts, &mut self.text);
+                observe_row(&self.reader, line, &msg, row, &self.fixed, ts, &mut self.text, &mut self.pending);
                 count += 1;
             }
         }
@@ -1195,7 +1317,9 @@ fn table_scan(tables: &mut Vec<Option<TableScan>>, table: u32) -> &mut TableScan
     tables[t].get_or_insert_with(TableScan::new)
 }
 
-/// Observes one row's columns, in the `Record` path's order.
+/// Observes one row's columns. Columns new to the table are added in the `Record` path's
+/// order (fixed ones, then the context's and the custom ones, each by their sorted keys).
+#[allow(clippy::too_many_arguments)]
 fn observe_row(
     reader: &Reader,
     line: &str,
@@ -1204,6 +1328,7 @@ fn observe_row(
     fixed: &[(usize, Fixed)],
     ts: &mut TableScan,
     text: &mut String,
+    pending: &mut Vec<(u32, FieldType)>,
 ) {
     let r = ts.rows;
     for &(f, value) in fixed {
@@ -1218,37 +1343,48 @@ fn observe_row(
         }
         ts.observe(ts.fixed[f] as usize, ty, r);
     }
+    pending.clear();
     for leaf in reader.row_leaves(msg, row) {
-        let Some(ty) = leaf_type(line, leaf, text) else { continue };
+        let ty = leaf_type(line, leaf, text);
         let c = leaf.column as usize;
         if ts.by_column.len() <= c {
             ts.by_column.resize(c + 1, UNSEEN);
         }
         if ts.by_column[c] == UNSEEN {
-            ts.by_column[c] = ts.column_index(&reader.columns[c].name) as u32;
+            match ts.index.get(&reader.columns[c].name) {
+                Some(i) => ts.by_column[c] = *i as u32,
+                None => {
+                    pending.push((leaf.column, ty));
+                    continue;
+                }
+            }
         }
         ts.observe(ts.by_column[c] as usize, ty, r);
+    }
+    if !pending.is_empty() {
+        pending.sort_by(|a, b| reader.columns[a.0 as usize].path.cmp(&reader.columns[b.0 as usize].path));
+        for &(c, ty) in pending.iter() {
+            let i = ts.column_index(&reader.columns[c as usize].name);
+            ts.by_column[c as usize] = i as u32;
+            ts.observe(i, ty, r);
+        }
     }
     ts.rows += 1;
 }
 
 /// The type a leaf's value infers (an array is stored as its JSON text: a STRING).
-fn leaf_type(line: &str, leaf: Leaf, text: &mut String) -> Option<FieldType> {
-    if leaf.array {
-        return Some(FieldType::String);
-    }
-    let mut p = Parser { s: line, b: line.as_bytes(), i: leaf.value.start as usize };
-    match p.peek()? {
-        b'"' => {
-            let k = p.string_ref().ok()?;
-            let raw = &line[k.start as usize..k.end as usize];
-            if !k.escaped {
-                return Some(string_type(raw));
-            }
-            unescape(raw, text).ok()?;
-            Some(string_type(text))
-        }
-        b't' | b'f' => Some(FieldType::Bool),
-        _ => p.number().ok().and_then(scalar_type_of),
+fn leaf_type(line: &str, leaf: Leaf, text: &mut String) -> FieldType {
+    let raw = |s: Span| &line[s.start as usize..s.end as usize];
+    match leaf.kind {
+        LeafKind::Str(body, false) => string_type(raw(body)),
+        LeafKind::Str(body, true) => match unescape(raw(body), text) {
+            Ok(()) => string_type(text),
+            Err(_) => FieldType::String,
+        },
+        LeafKind::Int(_) => FieldType::Int64,
+        LeafKind::Float(_) => FieldType::Float64,
+        LeafKind::Decimal => scalar_type_of(Scalar::Decimal(raw(leaf.value))).unwrap_or(FieldType::Float64),
+        LeafKind::Bool(_) => FieldType::Bool,
+        LeafKind::Array => FieldType::String,
     }
 }
