@@ -484,6 +484,7 @@ pub(crate) fn run_section(root: &Path, plan: &SegmentPlan) -> anyhow::Result<Val
 fn segment_client(bins: &Bins, sink: &mut FastSink, file: &SegmentFile) -> anyhow::Result<Value> {
     let dataset = format!("segment_{}", count_name(file.events));
     let rows = file.events * ROWS_PER_EVENT;
+    let load_before = load_average();
     let before = sink.stats()?;
     let sink_cpu_before = sink.cpu_s();
     let out = Command::new("python3")
@@ -549,9 +550,17 @@ fn segment_client(bins: &Bins, sink: &mut FastSink, file: &SegmentFile) -> anyho
         "sink_requests": delta("requests"),
         "sink_row_bytes": delta("row_bytes"),
         "sink_cpu_s": sink_cpu,
+        "load_average_1m_before": load_before,
     });
     eprintln!("{}", line(&r));
     Ok(r)
+}
+
+/// The machine's 1-minute load average (from /proc/loadavg; NaN where unreadable): other work on
+/// the machine shows in it, and takes cores from the run.
+fn load_average() -> f64 {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().next().and_then(|l| l.parse().ok()).unwrap_or(f64::NAN)
 }
 
 /// bqsink's last line on stdout: `read N, written N, dead-lettered N (elapsed, rows/s)`.
@@ -588,6 +597,8 @@ pub(crate) fn segment_only(root: &Path, quick: bool, started: Instant) -> anyhow
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({ "machine": crate::bench::machine() }));
     if let (Some(s), Value::Object(section)) = (summary.as_object_mut(), section) {
+        // A quick run's keys name other event counts: none of the last run's may stay behind.
+        s.retain(|k, _| !k.starts_with("segment"));
         s.extend(section);
     }
     summary["segment_quick"] = json!(quick);
@@ -604,7 +615,7 @@ pub(crate) fn segment_only(root: &Path, quick: bool, started: Instant) -> anyhow
 fn line(r: &Value) -> String {
     let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
     format!(
-        "bqsink segment {:>9} events ({:>5.0} MB): {:>8.0} events/s  {:>8.0} rows/s  {:>6.2} CPU µs/event  peak RSS {:>7.1} MiB  (sink CPU {:.2} s)",
+        "bqsink segment {:>9} events ({:>5.0} MB): {:>8.0} events/s  {:>8.0} rows/s  {:>6.2} CPU µs/event  peak RSS {:>7.1} MiB  (sink CPU {:.2} s, load average before {:.2})",
         r["events"],
         f("file_bytes") / 1e6,
         f("events_per_s"),
@@ -612,6 +623,7 @@ fn line(r: &Value) -> String {
         f("cpu_us_per_event"),
         f("peak_rss_mib"),
         f("sink_cpu_s"),
+        f("load_average_1m_before"),
     )
 }
 
