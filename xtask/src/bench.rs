@@ -9,8 +9,10 @@
 //!    by worker count.
 //! 4. Loading a file (`bench_load`): `bqsink load` against the Rust and Python peers reading the
 //!    same generated NDJSON/CSV files, each a whole process; `--load-only` runs just this.
-//! 5. bqsink and the Python client loading the same rows into bqemulator.
-//! 6. `target/bench/summary.json` and `target/bench/throughput.svg`.
+//! 5. Segment events (`bench_segment`): the whole `bqsink segment` process on generated files of
+//!    200k and 1M events; `--segment-only` runs just this.
+//! 6. bqsink and the Python client loading the same rows into bqemulator.
+//! 7. `target/bench/summary.json` and `target/bench/throughput.svg`.
 //!
 //! Every number comes from the run; a client that does not get all its rows acknowledged by the
 //! sink fails the bench.
@@ -23,7 +25,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
-use crate::{bench_chart, bench_load, cargo, emulator, run};
+use crate::{bench_chart, bench_load, bench_segment, cargo, emulator, run};
 
 /// Row counts and repetitions of one bench run.
 struct Plan {
@@ -106,17 +108,25 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     let mut plan = FULL;
     let mut with_emulator = true;
     let mut load_only = false;
+    let mut segment_only = false;
     for a in args {
         match *a {
             "--quick" => plan = QUICK,
             "--no-emulator" => with_emulator = false,
             "--load-only" => load_only = true,
+            "--segment-only" => segment_only = true,
             "--chart-only" => return chart_only(root),
-            other => bail!("unknown bench flag {other} (flags: --quick, --no-emulator, --load-only, --chart-only)"),
+            other => bail!(
+                "unknown bench flag {other} (flags: --quick, --no-emulator, --load-only, --segment-only, --chart-only)"
+            ),
         }
     }
     let load_plan = if plan.quick { bench_load::LOAD_QUICK } else { bench_load::LOAD_FULL };
+    let segment_plan = if plan.quick { &bench_segment::SEGMENT_QUICK } else { &bench_segment::SEGMENT_FULL };
     let started = Instant::now();
+    if segment_only {
+        return bench_segment::segment_only(root, plan.quick, started);
+    }
     let paths = Paths::new(root)?;
     if load_only {
         return load_only_run(&paths, &load_plan, plan.quick, started);
@@ -164,6 +174,7 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     }
     sink.stop();
     let load = bench_load::run_section(&paths, &load_plan)?;
+    let segment = bench_segment::run_section(root, segment_plan)?;
     e2e.push(headline.clone());
     e2e.push(large.clone());
 
@@ -210,6 +221,7 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
         summary["peak_rss_mib_10m"] = rss(&large);
     }
     merge(&mut summary, load);
+    merge(&mut summary, segment);
     summary["bench_s"] = json!(started.elapsed().as_secs_f64() - built);
     write_summary(&paths, &summary, plan.quick)
 }
@@ -609,7 +621,7 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
-fn machine() -> Value {
+pub(crate) fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
         s.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
     });
@@ -623,7 +635,7 @@ fn machine() -> Value {
 
 fn report(s: &Value) -> String {
     if !s["e2e"].is_array() {
-        return bench_load::report(s);
+        return bench_load::report(s) + &bench_segment::report(s);
     }
     let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
     let main = format!(
@@ -645,5 +657,5 @@ fn report(s: &Value) -> String {
         f("ratio_vs_rust_peer"),
         s["peak_rss_mib_by_rows"],
     );
-    format!("{main}\n{}", bench_load::report(s))
+    format!("{main}\n{}{}", bench_load::report(s), bench_segment::report(s))
 }

@@ -22,6 +22,7 @@ struct Panel {
 enum Unit {
     RowsPerSecond,
     CpuMicrosPerRow,
+    EventsPerSecond,
 }
 
 impl Unit {
@@ -29,13 +30,14 @@ impl Unit {
         match self {
             Unit::RowsPerSecond => rate(v),
             Unit::CpuMicrosPerRow => format!("{v:.2} µs CPU per row"),
+            Unit::EventsPerSecond => rate(v).replace("rows", "events"),
         }
     }
     fn tick(self, t: f64) -> String {
         match self {
-            Unit::RowsPerSecond if t == 0.0 => "0".into(),
-            Unit::RowsPerSecond if t >= 1e6 => format!("{}M", trim(t / 1e6)),
-            Unit::RowsPerSecond => format!("{}k", trim(t / 1e3)),
+            Unit::RowsPerSecond | Unit::EventsPerSecond if t == 0.0 => "0".into(),
+            Unit::RowsPerSecond | Unit::EventsPerSecond if t >= 1e6 => format!("{}M", trim(t / 1e6)),
+            Unit::RowsPerSecond | Unit::EventsPerSecond => format!("{}k", trim(t / 1e3)),
             Unit::CpuMicrosPerRow => trim(t),
         }
     }
@@ -43,6 +45,7 @@ impl Unit {
         match self {
             Unit::RowsPerSecond => "rows per second (higher is better)",
             Unit::CpuMicrosPerRow => "client CPU microseconds per row, user + system (lower is better)",
+            Unit::EventsPerSecond => "Segment events per second (higher is better)",
         }
     }
 }
@@ -97,6 +100,9 @@ fn panels(s: &Value) -> Vec<Panel> {
     if let Some(p) = load_panel(s) {
         out.push(p);
     }
+    if let Some(p) = segment_panel(s) {
+        out.push(p);
+    }
     if s["emulator"].is_object() {
         let em = &s["emulator"];
         out.push(Panel {
@@ -149,6 +155,32 @@ fn load_panel(s: &Value) -> Option<Panel> {
         title: "Load a file: rows/s, file to acks, whole process (clients and sink unpinned)".into(),
         bars,
         unit: Unit::RowsPerSecond,
+    })
+}
+
+/// `bqsink segment`: events/s, file to acks, whole process; peak RSS beside each.
+fn segment_panel(s: &Value) -> Option<Panel> {
+    let seg = s["segment"].as_object()?;
+    let bars = ["headline", "large"]
+        .iter()
+        .filter_map(|key| {
+            let r = seg.get(*key)?;
+            Some((
+                format!(
+                    "bqsink segment, {} events ({:.0} MB)",
+                    thousands(num(&r["events"])),
+                    num(&r["file_bytes"]) / 1e6
+                ),
+                num(&r["events_per_s"]),
+                format!("{:.2} CPU µs/event, peak RSS {:.0} MiB", num(&r["cpu_us_per_event"]), num(&r["peak_rss_mib"])),
+            ))
+        })
+        .collect();
+    Some(Panel {
+        title: "Segment events: events/s, file to acks, whole process (2 rows per track; client and sink unpinned)"
+            .into(),
+        bars,
+        unit: Unit::EventsPerSecond,
     })
 }
 

@@ -111,7 +111,10 @@ pub(crate) fn ensure(dir: &Path, layout: Layout, rows: u64) -> anyhow::Result<Da
 }
 
 /// Writes through `fill` into `path.tmp`, then renames: an interrupted run leaves no half file.
-fn write_atomically(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> anyhow::Result<()>) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
@@ -131,14 +134,19 @@ fn schema_json(columns: usize) -> String {
 }
 
 /// splitmix64: a small, fast generator whose stream depends only on its seed.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     fn for_row(i: u64) -> Rng {
-        Rng(SEED ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        Rng::seeded(SEED, i)
     }
 
-    fn next(&mut self) -> u64 {
+    /// The stream of item `i` of a generator seeded with `seed`.
+    pub(crate) fn seeded(seed: u64, i: u64) -> Rng {
+        Rng(seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -146,11 +154,11 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+    pub(crate) fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
         from[self.below(from.len() as u64) as usize]
     }
 }
@@ -279,7 +287,7 @@ impl std::fmt::Display for Cents {
 }
 
 /// Days since 1970-01-01 as YYYY-MM-DD.
-struct Day(i64);
+pub(crate) struct Day(pub(crate) i64);
 
 impl std::fmt::Display for Day {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -6,10 +6,11 @@
 //! - `test` — install bqemulator if missing, then run every test of the workspace.
 //! - `emulator install` — install bqemulator into `target/bqemulator`.
 //! - `golden` — regenerate the golden protobuf fixtures with Python's `protobuf` package.
-//! - `bench [--quick] [--load-only]` — bqsink against Google's Python client and a Rust peer on a
-//!   local fast sink (through the library, and `bqsink load` reading a file), and into
-//!   bqemulator; writes `target/bench/summary.json` and `throughput.svg`. `--load-only` runs only
-//!   the file-loading section.
+//! - `bench [--quick] [--load-only] [--segment-only]` — bqsink against Google's Python client and
+//!   a Rust peer on a local fast sink (through the library, and `bqsink load` reading a file),
+//!   `bqsink segment` on Segment events, and into bqemulator; writes `target/bench/summary.json`
+//!   and `throughput.svg`. `--load-only` runs only the file-loading section, `--segment-only`
+//!   only the Segment one.
 
 #![allow(clippy::print_stdout)]
 
@@ -17,6 +18,7 @@ mod bench;
 mod bench_chart;
 mod bench_data;
 mod bench_load;
+mod bench_segment;
 mod emulator;
 
 use std::path::{Path, PathBuf};
@@ -42,7 +44,8 @@ fn main() -> anyhow::Result<()> {
                  emulator install   install bqemulator into target/bqemulator\n  \
                  golden             regenerate tests/fixtures/golden/golden.json with Python protobuf\n  \
                  bench [--quick]    bqsink vs the Python and Rust clients on a local sink; target/bench/summary.json\n  \
-                 bench --load-only  only `bqsink load` of a file vs the peers (with --quick: 100k/1M rows)"
+                 bench --load-only  only `bqsink load` of a file vs the peers (with --quick: 100k/1M rows)\n  \
+                 bench --segment-only  only `bqsink segment` on 200k and 1M events (with --quick: 20k/100k)"
             );
             bail!("unknown or missing task")
         }
