@@ -199,7 +199,7 @@ impl JsonTranscoder {
 /// Whether the input at a key's place holds the expected quoted key. Keys are short: two
 /// overlapping word loads (or one byte loop below four bytes) beat a call to `memcmp`.
 #[inline]
-fn same_bytes(a: Option<&[u8]>, b: &[u8]) -> bool {
+pub(crate) fn same_bytes(a: Option<&[u8]>, b: &[u8]) -> bool {
     let Some(a) = a else { return false };
     let n = b.len();
     if a.len() != n {

@@ -41,7 +41,7 @@ pub(crate) struct Syntax(pub(crate) String);
 pub(crate) type Parsed<T> = Result<T, Syntax>;
 
 /// Where a key sits in the row text (decoded again only when it held escapes).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct KeyRef {
     pub(crate) start: u32,
     pub(crate) end: u32,

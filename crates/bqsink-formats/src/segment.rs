@@ -29,9 +29,9 @@ use bqsink_transport::wire::put_varint;
 use bqsink_transport::{put_coerced_body, FieldPlan, RowDescriptor, UnknownFields, WireKind};
 
 use crate::batch::{Batch, Batches, Cut};
-use crate::json::{one, Buffers, Outcome, Path};
+use crate::json::{one, same_bytes, Buffers, Outcome, Path};
 use crate::ndjson::{lines, NOT_UTF8};
-use crate::scan::{unescape, Parser};
+use crate::scan::{unescape, KeyRef, Parser};
 
 /// Nesting of `context`, `properties` and `traits` followed on the fast path; deeper objects
 /// go the `Record` way.
@@ -79,6 +79,27 @@ const CATEGORY: usize = 13;
 const GROUP_ID: usize = 14;
 const PREVIOUS_ID: usize = 15;
 const BATCH: usize = 16;
+/// A key Segment does not read, in a shape.
+const OTHER_KEY: u8 = u8::MAX;
+const QUOTED_KEYS: [&[u8]; 17] = [
+    b"\"type\"",
+    b"\"event\"",
+    b"\"messageId\"",
+    b"\"userId\"",
+    b"\"anonymousId\"",
+    b"\"receivedAt\"",
+    b"\"sentAt\"",
+    b"\"originalTimestamp\"",
+    b"\"timestamp\"",
+    b"\"context\"",
+    b"\"properties\"",
+    b"\"traits\"",
+    b"\"name\"",
+    b"\"category\"",
+    b"\"groupId\"",
+    b"\"previousId\"",
+    b"\"batch\"",
+];
 const KEYS: [&[u8]; 17] = [
     b"type",
     b"event",
@@ -99,11 +120,18 @@ const KEYS: [&[u8]; 17] = [
     b"batch",
 ];
 
+/// A member's value, and a string's body as it was read.
+#[derive(Clone, Copy, Debug)]
+struct Val {
+    span: Span,
+    body: Option<KeyRef>,
+}
+
 /// Each member's value (the last one of a repeated key; `null` is absent), and the leaves of
 /// `context`, `properties` and `traits` when they are objects (flattened as they are read).
 #[derive(Clone, Copy, Debug, Default)]
 struct Members {
-    spans: [Option<Span>; KEYS.len()],
+    spans: [Option<Val>; KEYS.len()],
     flat: [Option<(u32, u32)>; 3],
 }
 
@@ -180,8 +208,8 @@ struct Column {
     fold: u32,
     /// Bit `k`: dropped from tables of kind `k` (reserved; only for properties and traits).
     reserved: u8,
-    /// Its own key (the last of the path).
-    key: Box<[u8]>,
+    /// Its own key (the last of the path) in quotes, as it comes in the input.
+    quoted: Box<[u8]>,
     /// The key that came after it last time, and the first key inside it (`NONE` when none
     /// yet): payloads of one source repeat their shape, so the next key is guessed first.
     next: u32,
@@ -264,6 +292,10 @@ struct Reader {
     generation: u32,
     /// The first key of `context` and of properties and traits, guessed like [`Column::next`].
     first_key: [u32; 2],
+    /// The object being flattened: `c` context, `p` properties or traits.
+    marker: u8,
+    /// The keys of a line's object and of a batch item, in their last order.
+    shapes: [Vec<u8>; 2],
 }
 
 impl Reader {
@@ -284,6 +316,8 @@ impl Reader {
             fold_seen: Vec::new(),
             generation: 0,
             first_key: [NONE; 2],
+            marker: b'c',
+            shapes: Default::default(),
         };
         for t in KINDS {
             r.table(t);
@@ -317,12 +351,12 @@ impl Reader {
         let mut p = Parser { s: line, b: line.as_bytes(), i: 0 };
         p.ws();
         let mut top = Members::default();
-        self.members(&mut p, &mut top)?;
+        self.members(&mut p, &mut top, 0)?;
         p.ws();
         if p.i != p.b.len() {
             return Err(Slow);
         }
-        let Some(batch) = top.spans[BATCH] else {
+        let Some(Val { span: batch, .. }) = top.spans[BATCH] else {
             let m = self.message(line, &top, None)?;
             self.msgs.push(m);
             return Ok(());
@@ -338,7 +372,7 @@ impl Reader {
         loop {
             p.ws();
             let mut item = Members::default();
-            self.members(&mut p, &mut item)?;
+            self.members(&mut p, &mut item, 1)?;
             let m = self.message(line, &item, Some(&top))?;
             self.msgs.push(m);
             p.ws();
@@ -352,7 +386,9 @@ impl Reader {
 
     /// Reads an object's members (the cursor on `{`), keeping those Segment reads and
     /// flattening `context`, `properties` and `traits` on the way.
-    fn members(&mut self, p: &mut Parser<'_>, out: &mut Members) -> Fast<()> {
+    /// `shape` 0 is a line's own object, 1 an item of a batch: each keeps the order of keys
+    /// it last had, matched before any key is parsed.
+    fn members(&mut self, p: &mut Parser<'_>, out: &mut Members, shape: usize) -> Fast<()> {
         if !p.eat(b'{') {
             return Err(Slow);
         }
@@ -360,32 +396,60 @@ impl Reader {
         if p.eat(b'}') {
             return Ok(());
         }
+        let mut n = 0;
         loop {
             p.ws();
             if p.peek() != Some(b'"') {
                 return Err(Slow);
             }
-            let k = p.string_ref().map_err(slow)?;
-            if k.escaped {
-                return Err(Slow);
-            }
+            let guess = self.shapes[shape].get(n).copied().filter(|&g| {
+                g != OTHER_KEY
+                    && same_bytes(p.b.get(p.i..p.i + QUOTED_KEYS[usize::from(g)].len()), QUOTED_KEYS[usize::from(g)])
+            });
+            let ix = match guess {
+                Some(g) => {
+                    p.i += QUOTED_KEYS[usize::from(g)].len();
+                    Some(usize::from(g))
+                }
+                None => {
+                    let k = p.string_ref().map_err(slow)?;
+                    if k.escaped {
+                        return Err(Slow);
+                    }
+                    let key = &p.b[k.start as usize..k.end as usize];
+                    let ix = KEYS.iter().position(|k| *k == key);
+                    let code = ix.map_or(OTHER_KEY, |i| i as u8);
+                    match self.shapes[shape].get_mut(n) {
+                        Some(g) => *g = code,
+                        None => self.shapes[shape].push(code),
+                    }
+                    ix
+                }
+            };
+            n += 1;
             p.ws();
             if !p.eat(b':') {
                 return Err(Slow);
             }
             p.ws();
             let start = p.i;
-            let key = &p.b[k.start as usize..k.end as usize];
-            match KEYS.iter().position(|k| *k == key) {
+            match ix {
                 Some(ix @ (CONTEXT | PROPERTIES | TRAITS)) if p.peek() == Some(b'{') => {
                     let marker = if ix == CONTEXT { b'c' } else { b'p' };
                     out.flat[ix - CONTEXT] = Some(self.flatten(p, marker)?);
-                    out.spans[ix] = Some(Span { start: start as u32, end: p.i as u32 });
+                    out.spans[ix] = Some(Val { span: Span { start: start as u32, end: p.i as u32 }, body: None });
                 }
                 Some(ix) => {
-                    p.skip_value().map_err(slow)?;
+                    let body = match p.peek() {
+                        Some(b'"') => Some(p.string_ref().map_err(slow)?),
+                        _ => {
+                            p.skip_value().map_err(slow)?;
+                            None
+                        }
+                    };
                     let null = &p.b[start..p.i] == b"null";
-                    out.spans[ix] = (!null).then_some(Span { start: start as u32, end: p.i as u32 });
+                    let span = Span { start: start as u32, end: p.i as u32 };
+                    out.spans[ix] = (!null).then_some(Val { span, body });
                     if (CONTEXT..=TRAITS).contains(&ix) {
                         out.flat[ix - CONTEXT] = None;
                     }
@@ -544,12 +608,17 @@ impl Reader {
     }
 
     /// A string member, decoded when it has escapes.
-    fn string(&mut self, line: &str, s: Span) -> Fast<Text> {
-        let mut p = Parser { s: line, b: line.as_bytes(), i: s.start as usize };
-        if p.peek() != Some(b'"') {
-            return Err(Slow);
-        }
-        let k = p.string_ref().map_err(slow)?;
+    fn string(&mut self, line: &str, v: Val) -> Fast<Text> {
+        let k = match v.body {
+            Some(k) => k,
+            None => {
+                let mut p = Parser { s: line, b: line.as_bytes(), i: v.span.start as usize };
+                if p.peek() != Some(b'"') {
+                    return Err(Slow);
+                }
+                p.string_ref().map_err(slow)?
+            }
+        };
         if !k.escaped {
             return Ok(Text::Input(Span { start: k.start, end: k.end }));
         }
@@ -560,23 +629,24 @@ impl Reader {
         Ok(Text::Arena(Span { start, end: self.arena.len() as u32 }))
     }
 
-    fn text_field(&mut self, line: &str, s: Option<Span>) -> Fast<Option<Text>> {
+    fn text_field(&mut self, line: &str, s: Option<Val>) -> Fast<Option<Text>> {
         s.map(|s| self.string(line, s)).transpose()
     }
 
-    fn timestamp(&mut self, line: &str, s: Option<Span>) -> Fast<Option<Timestamp>> {
+    fn timestamp(&mut self, line: &str, s: Option<Val>) -> Fast<Option<Timestamp>> {
         let Some(s) = s else { return Ok(None) };
         let t = self.string(line, s)?;
         Timestamp::parse(self.text(line, t)).map(Some).ok_or(Slow)
     }
 
     /// An id: a string as it is (empty is none), an integer as its digits.
-    fn id(&mut self, line: &str, s: Option<Span>) -> Fast<Option<Text>> {
-        let Some(s) = s else { return Ok(None) };
+    fn id(&mut self, line: &str, v: Option<Val>) -> Fast<Option<Text>> {
+        let Some(v) = v else { return Ok(None) };
+        let s = v.span;
         let raw = &line.as_bytes()[s.start as usize..s.end as usize];
         match raw.first() {
             Some(b'"') => {
-                let t = self.string(line, s)?;
+                let t = self.string(line, v)?;
                 Ok((!self.text(line, t).is_empty()).then_some(t))
             }
             // Plain integers print as they are read; other numbers take the other path.
@@ -591,8 +661,7 @@ impl Reader {
     /// sorted by their paths, which is the `Record` path's order.
     fn flatten(&mut self, p: &mut Parser<'_>, marker: u8) -> Fast<(u32, u32)> {
         let start = self.leaves.len() as u32;
-        self.path.clear();
-        self.path.push(marker);
+        self.marker = marker;
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
             self.fold_seen.iter_mut().for_each(|g| *g = 0);
@@ -606,14 +675,14 @@ impl Reader {
     fn first_key_of(&self, parent: u32) -> u32 {
         match self.columns.get(parent as usize) {
             Some(c) => c.first_child,
-            None => self.first_key[usize::from(self.path.first() == Some(&b'p'))],
+            None => self.first_key[usize::from(self.marker == b'p')],
         }
     }
 
     fn set_first_key(&mut self, parent: u32, c: u32) {
         match self.columns.get_mut(parent as usize) {
             Some(p) => p.first_child = c,
-            None => self.first_key[usize::from(self.path.first() == Some(&b'p'))] = c,
+            None => self.first_key[usize::from(self.marker == b'p')] = c,
         }
     }
 
@@ -633,24 +702,32 @@ impl Reader {
             if p.peek() != Some(b'"') {
                 return Err(Slow);
             }
-            let k = p.string_ref().map_err(slow)?;
-            if k.escaped {
-                return Err(Slow);
-            }
-            p.ws();
-            if !p.eat(b':') {
-                return Err(Slow);
-            }
-            p.ws();
-            let mark = self.path.len();
-            if mark > 1 {
-                self.path.push(0);
-            }
-            let key = &p.b[k.start as usize..k.end as usize];
-            self.path.extend_from_slice(key);
-            let column = match self.columns.get(expected as usize) {
-                Some(c) if *c.key == *key => expected,
-                _ => {
+            // The key that came here last time, as it is spelled: no parse, no lookup.
+            let guessed = self
+                .columns
+                .get(expected as usize)
+                .map(|c| c.quoted.len())
+                .filter(|&n| same_bytes(p.b.get(p.i..p.i + n), &self.columns[expected as usize].quoted));
+            let column = match guessed {
+                Some(n) => {
+                    p.i += n;
+                    expected
+                }
+                None => {
+                    let k = p.string_ref().map_err(slow)?;
+                    if k.escaped {
+                        return Err(Slow);
+                    }
+                    // The key's path: its parent's, then the key.
+                    self.path.clear();
+                    match self.columns.get(parent as usize) {
+                        Some(pc) => {
+                            self.path.extend_from_slice(&pc.path);
+                            self.path.push(0);
+                        }
+                        None => self.path.push(self.marker),
+                    }
+                    self.path.extend_from_slice(&p.b[k.start as usize..k.end as usize]);
                     let c = self.column()?;
                     match self.columns.get_mut(previous as usize) {
                         Some(prev) => prev.next = c,
@@ -661,6 +738,11 @@ impl Reader {
             };
             expected = self.columns[column as usize].next;
             previous = column;
+            p.ws();
+            if !p.eat(b':') {
+                return Err(Slow);
+            }
+            p.ws();
             // A key met twice, or two keys making one column (ignoring case): the other path
             // keeps the last one or numbers them.
             let fold = self.columns[column as usize].fold as usize;
@@ -701,7 +783,6 @@ impl Reader {
             if let Some(kind) = kind {
                 self.leaves.push(Leaf { column, value: Span { start, end: p.i as u32 }, kind });
             }
-            self.path.truncate(mark);
             p.ws();
             match p.peek() {
                 Some(b',') => p.i += 1,
@@ -740,13 +821,17 @@ impl Reader {
         let fold = *self.folds.entry(lower).or_insert(next);
         let c = self.columns.len() as u32;
         let path: Box<[u8]> = self.path.as_slice().into();
-        let key = keys.rsplit(|b| *b == 0).next().unwrap_or_default().into();
+        let key = keys.rsplit(|b| *b == 0).next().unwrap_or_default();
+        let mut quoted = Vec::with_capacity(key.len() + 2);
+        quoted.push(b'"');
+        quoted.extend_from_slice(key);
+        quoted.push(b'"');
         self.columns.push(Column {
             name: name.into(),
             path: path.clone(),
             fold,
             reserved,
-            key,
+            quoted: quoted.into(),
             next: NONE,
             first_child: NONE,
         });
