@@ -8,9 +8,11 @@ pub mod input;
 pub mod json;
 pub mod ndjson;
 mod scan;
+pub mod typed;
 
 pub use batch::{Batch, Cut, Refused};
 pub use chunk::{Chunk, Chunker, Format};
 pub use csv::CsvTranscoder;
 pub use input::open;
 pub use json::JsonTranscoder;
+pub use typed::TypedEncoder;
