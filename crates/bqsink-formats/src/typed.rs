@@ -150,8 +150,8 @@ impl TypedEncoder {
     ) -> Vec<Batch> {
         let room = if self.last_batch_bytes == 0 { cut.max_rows.saturating_mul(128) } else { self.last_batch_bytes };
         let mut batches = Batches::new(&self.descriptor, cut, room);
-        let mut position = first_position;
-        for _ in 0..cut.max_rows.max(1) {
+        let last = first_position + cut.max_rows.max(1) as u64;
+        for position in first_position..last {
             let Some(row) = rows.next() else { break };
             if batches.write_row(position, |out| self.fast(&row, out)).is_err() {
                 let mut refusal = None;
@@ -160,7 +160,6 @@ impl TypedEncoder {
                     batches.refuse(position, r.error, r.text);
                 }
             }
-            position += 1;
         }
         let done = batches.finish();
         if let Some(last) = done.last() {
