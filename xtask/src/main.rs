@@ -17,6 +17,7 @@ mod bench;
 mod bench_chart;
 mod bench_data;
 mod bench_load;
+mod bench_typed;
 mod emulator;
 
 use std::path::{Path, PathBuf};
