@@ -116,7 +116,9 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
             "--load-only" => load_only = true,
             "--typed-only" => typed_only = true,
             "--chart-only" => return chart_only(root),
-            other => bail!("unknown bench flag {other} (flags: --quick, --no-emulator, --load-only, --typed-only, --chart-only)"),
+            other => bail!(
+                "unknown bench flag {other} (flags: --quick, --no-emulator, --load-only, --typed-only, --chart-only)"
+            ),
         }
     }
     let load_plan = if plan.quick { bench_load::LOAD_QUICK } else { bench_load::LOAD_FULL };

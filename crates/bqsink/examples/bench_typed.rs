@@ -73,7 +73,7 @@ fn owned(i: i64) -> Row<String, Vec<String>> {
     }
 }
 
-fn borrowed<'a>(i: i64, users: &'a [String]) -> Row<&'a str, &'a [&'a str]> {
+fn borrowed(i: i64, users: &[String]) -> Row<&str, &[&str]> {
     Row {
         id: i,
         score: i as f64 * 0.5,
