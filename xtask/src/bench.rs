@@ -9,6 +9,8 @@
 //!    by worker count.
 //! 4. Loading a file (`bench_load`): `bqsink load` against the Rust and Python peers reading the
 //!    same generated NDJSON/CSV files, each a whole process; `--load-only` runs just this.
+//!    Typed rows (`bench_typed`): `Destination::write_typed` against the Rust peer, CPU per row;
+//!    `--typed-only` runs just this.
 //! 5. Segment events (`bench_segment`): the whole `bqsink segment` process on generated files of
 //!    200k and 1M events; `--segment-only` runs just this.
 //! 6. bqsink and the Python client loading the same rows into bqemulator.
@@ -25,7 +27,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
-use crate::{bench_chart, bench_load, bench_segment, cargo, emulator, run};
+use crate::{bench_chart, bench_load, bench_segment, bench_typed, cargo, emulator, run};
 
 /// Row counts and repetitions of one bench run.
 struct Plan {
@@ -109,15 +111,17 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     let mut with_emulator = true;
     let mut load_only = false;
     let mut segment_only = false;
+    let mut typed_only = false;
     for a in args {
         match *a {
             "--quick" => plan = QUICK,
             "--no-emulator" => with_emulator = false,
             "--load-only" => load_only = true,
             "--segment-only" => segment_only = true,
+            "--typed-only" => typed_only = true,
             "--chart-only" => return chart_only(root),
             other => bail!(
-                "unknown bench flag {other} (flags: --quick, --no-emulator, --load-only, --segment-only, --chart-only)"
+                "unknown bench flag {other} (flags: --quick, --no-emulator, --load-only, --segment-only, --typed-only, --chart-only)"
             ),
         }
     }
@@ -130,6 +134,9 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     let paths = Paths::new(root)?;
     if load_only {
         return load_only_run(&paths, &load_plan, plan.quick, started);
+    }
+    if typed_only {
+        return bench_typed::typed_only_run(&paths, plan.quick, started);
     }
     build(&paths)?;
     let built = started.elapsed().as_secs_f64();
@@ -175,6 +182,7 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     sink.stop();
     let load = bench_load::run_section(&paths, &load_plan)?;
     let segment = bench_segment::run_section(root, segment_plan)?;
+    let typed = bench_typed::run_section(&paths, bench_typed::rows(plan.quick))?;
     e2e.push(headline.clone());
     e2e.push(large.clone());
 
@@ -222,6 +230,7 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     }
     merge(&mut summary, load);
     merge(&mut summary, segment);
+    merge(&mut summary, typed);
     summary["bench_s"] = json!(started.elapsed().as_secs_f64() - built);
     write_summary(&paths, &summary, plan.quick)
 }
@@ -246,7 +255,7 @@ fn load_only_run(paths: &Paths, plan: &bench_load::LoadPlan, quick: bool, starte
     write_summary(paths, &summary, true)
 }
 
-fn merge(summary: &mut Value, section: Value) {
+pub(crate) fn merge(summary: &mut Value, section: Value) {
     if let (Some(s), Value::Object(section)) = (summary.as_object_mut(), section) {
         s.extend(section);
     }
@@ -254,7 +263,7 @@ fn merge(summary: &mut Value, section: Value) {
 
 /// Writes summary.json and the chart under target/bench; `scratch`: not a full run, so the
 /// chart under docs/ is left alone.
-fn write_summary(paths: &Paths, summary: &Value, scratch: bool) -> anyhow::Result<()> {
+pub(crate) fn write_summary(paths: &Paths, summary: &Value, scratch: bool) -> anyhow::Result<()> {
     let summary_path = paths.out.join("summary.json");
     std::fs::write(&summary_path, serde_json::to_string_pretty(summary)? + "\n")?;
     let svg = bench_chart::render(summary);
@@ -305,15 +314,16 @@ fn build(p: &Paths) -> anyhow::Result<()> {
     build_fastsink(p)?;
     run(cargo().current_dir(&p.root).args(["build", "--release", "-p", "bqsink", "--example", "bench_e2e"]))?;
     bench_load::build(p)?;
+    bench_typed::build(p)?;
     run(cargo().current_dir(&p.root).args(["bench", "--bench", "encode", "--no-run"]))?;
     build_rust_peer(p)
 }
 
-fn build_fastsink(p: &Paths) -> anyhow::Result<()> {
+pub(crate) fn build_fastsink(p: &Paths) -> anyhow::Result<()> {
     run(cargo().current_dir(&p.root).args(["build", "--release", "-p", "bqsink-testkit", "--bin", "fastsink"]))
 }
 
-fn build_rust_peer(p: &Paths) -> anyhow::Result<()> {
+pub(crate) fn build_rust_peer(p: &Paths) -> anyhow::Result<()> {
     run(cargo().current_dir(&p.root).env("CARGO_TARGET_DIR", p.out.join("rust-peer-target")).args([
         "build",
         "--release",
@@ -552,7 +562,7 @@ fn client(p: &Paths, sink: &mut FastSink, c: Client, rows: u64) -> anyhow::Resul
 
 /// Runs a command under measure.py; returns the client's JSON line with the meter's figures
 /// and the derived rates added.
-fn measured(mut cmd: Command, name: &str) -> anyhow::Result<Value> {
+pub(crate) fn measured(mut cmd: Command, name: &str) -> anyhow::Result<Value> {
     let out = cmd.stderr(Stdio::inherit()).output().with_context(|| format!("cannot run {name}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with('{')).collect();
@@ -657,5 +667,5 @@ fn report(s: &Value) -> String {
         f("ratio_vs_rust_peer"),
         s["peak_rss_mib_by_rows"],
     );
-    format!("{main}\n{}{}", bench_load::report(s), bench_segment::report(s))
+    format!("{main}\n{}{}\n{}", bench_load::report(s), bench_segment::report(s), bench_typed::report(s))
 }

@@ -19,6 +19,7 @@ mod bench_chart;
 mod bench_data;
 mod bench_load;
 mod bench_segment;
+mod bench_typed;
 mod emulator;
 
 use std::path::{Path, PathBuf};

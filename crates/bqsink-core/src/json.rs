@@ -178,6 +178,26 @@ impl Serialize for Value {
     }
 }
 
+/// The civil types and decimals serialise as their canonical text (what a column of their type
+/// reads back to the same value), so a `#[derive(Serialize)]` row can hold them.
+macro_rules! serialize_as_text {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    )*};
+}
+
+serialize_as_text!(crate::civil::Timestamp, crate::civil::Date, crate::civil::Time, crate::civil::DateTime);
+
+impl Serialize for Decimal {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl Serialize for Record {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -224,5 +244,26 @@ mod tests {
         };
         assert_eq!(r.to_json_string(), r#"{"id":7,"name":"x","tags":["a"]}"#);
         assert!(Record::from_serialize(&5).is_err());
+    }
+
+    #[test]
+    fn civil_types_serialize_as_text_their_columns_read() {
+        use crate::civil::{Date, DateTime, Time, Timestamp};
+        let at = Timestamp::from_micros(1_700_000_000_000_001);
+        let day = Date::from_days(19_700);
+        let (Some(at), Some(day)) = (at, day) else { panic!("in range") };
+        let time = Time::parse("12:34:56.5");
+        let dt = DateTime::parse("2024-05-01 01:02:03");
+        let (Some(time), Some(dt)) = (time, dt) else { panic!("valid") };
+        let amount = Decimal::parse("1234.560");
+        let Ok(amount) = amount else { panic!("valid") };
+        let text = serde_json::to_string(&(at, day, time, dt, &amount)).unwrap_or_default();
+        let back: Vec<String> = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(back.len(), 5, "{text}");
+        assert_eq!(Timestamp::parse(&back[0]), Some(at));
+        assert_eq!(Date::parse(&back[1]), Some(day));
+        assert_eq!(Time::parse(&back[2]), Some(time));
+        assert_eq!(DateTime::parse(&back[3]), Some(dt));
+        assert_eq!(back[4], amount.as_str());
     }
 }

@@ -41,13 +41,13 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// An empty batch with room for about `bytes` of rows.
-    pub(crate) fn with_capacity(descriptor: &RowDescriptor, bytes: usize) -> Self {
+    /// An empty batch with room for about `bytes` of rows and `rows` rows.
+    pub(crate) fn with_capacity(descriptor: &RowDescriptor, bytes: usize, rows: usize) -> Self {
         Self {
             descriptor: descriptor.clone(),
             rows: Vec::with_capacity(bytes),
-            ends: Vec::new(),
-            positions: Vec::new(),
+            ends: Vec::with_capacity(rows),
+            positions: Vec::with_capacity(rows),
             refused: Vec::new(),
         }
     }
@@ -121,6 +121,11 @@ impl Batch {
     }
 }
 
+/// Rows a new batch has room for without growing its row tables.
+fn row_room(cut: Cut) -> usize {
+    cut.max_rows.min(4096)
+}
+
 /// Collects rows into batches cut at the limits.
 #[derive(Debug)]
 pub(crate) struct Batches {
@@ -133,7 +138,7 @@ pub(crate) struct Batches {
 impl Batches {
     /// Batches for a chunk of `input_bytes` of input (row bytes are about as many).
     pub(crate) fn new(descriptor: &RowDescriptor, cut: Cut, input_bytes: usize) -> Self {
-        let first = Batch::with_capacity(descriptor, (input_bytes + 1024).min(cut.max_bytes));
+        let first = Batch::with_capacity(descriptor, (input_bytes + 1024).min(cut.max_bytes), row_room(cut));
         Self { descriptor: descriptor.clone(), cut, done: Vec::new(), current: first }
     }
 
@@ -171,7 +176,7 @@ impl Batches {
         if self.current.is_full(self.cut, next) {
             // The next request is sized like the last one.
             let room = (self.current.rows.len() + self.current.rows.len() / 8).min(self.cut.max_bytes);
-            let next = Batch::with_capacity(&self.descriptor, room);
+            let next = Batch::with_capacity(&self.descriptor, room, row_room(self.cut));
             self.done.push(std::mem::replace(&mut self.current, next));
         }
     }

@@ -382,16 +382,29 @@ fn finish_object(
         }
     }
     if !in_order {
-        bufs.reorder.clear();
-        for idx in 0..plan.fields.len() {
-            if let Slot::Written { start, end, .. } = bufs.slots[base + idx].0 {
-                bufs.reorder.extend_from_slice(&out[start as usize..end as usize]);
-            }
-        }
-        out.truncate(msg_start);
-        out.extend_from_slice(&bufs.reorder);
+        let written = bufs.slots[base..base + plan.fields.len()].iter().map(|s| match s.0 {
+            Slot::Written { start, end, .. } => Some((start as usize, end as usize)),
+            _ => None,
+        });
+        put_in_schema_order(written, msg_start, &mut bufs.reorder, out);
     }
     None
+}
+
+/// Rewrites a message written from `msg_start` with its columns in schema order: `written`
+/// gives, column by column, where each written value's bytes are (`None`: not written).
+pub(crate) fn put_in_schema_order(
+    written: impl Iterator<Item = Option<(usize, usize)>>,
+    msg_start: usize,
+    reorder: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) {
+    reorder.clear();
+    for (start, end) in written.flatten() {
+        reorder.extend_from_slice(&out[start..end]);
+    }
+    out.truncate(msg_start);
+    out.extend_from_slice(reorder);
 }
 
 /// One column's value (the cursor on its first byte).

@@ -9,6 +9,7 @@ pub mod json;
 pub mod ndjson;
 mod scan;
 pub mod segment;
+pub mod typed;
 
 pub use batch::{Batch, Cut, Refused};
 pub use chunk::{Chunk, Chunker, Format};
@@ -16,3 +17,4 @@ pub use csv::CsvTranscoder;
 pub use input::open;
 pub use json::JsonTranscoder;
 pub use segment::{Piece, SegmentScan, SegmentScanner, SegmentTranscoder};
+pub use typed::TypedEncoder;

@@ -1,10 +1,11 @@
-//! Steady state allocates nothing per row: transcoding a chunk of NDJSON or CSV makes a few
-//! allocations per request (its buffers), none per row, whatever the number of rows.
+//! Steady state allocates nothing per row: transcoding a chunk of NDJSON or CSV, or encoding
+//! `Serialize` rows, makes a few allocations per request (its buffers), none per row, whatever
+//! the number of rows.
 
 use std::alloc::System;
 
 use bqsink_core::{Field, FieldType, Schema};
-use bqsink_formats::{CsvTranscoder, Cut, JsonTranscoder};
+use bqsink_formats::{CsvTranscoder, Cut, JsonTranscoder, TypedEncoder};
 use bqsink_transport::{RowDescriptor, UnknownFields};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
@@ -28,7 +29,7 @@ fn schema() -> Schema {
 }
 
 #[test]
-fn ndjson_and_csv_allocate_per_request_not_per_row() {
+fn ndjson_csv_and_serialize_allocate_per_request_not_per_row() {
     let d = RowDescriptor::new(&schema()).expect("schema");
     let cut = Cut { max_rows: 1_000, max_bytes: 9_500_000 };
     let mut ndjson = String::new();
@@ -62,4 +63,64 @@ fn ndjson_and_csv_allocate_per_request_not_per_row() {
     let allocations = region.change().allocations + region.change().reallocations;
     assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), ROWS, "{:?}", batches[0].refused.first());
     assert!(allocations < ROWS / 50, "CSV: {allocations} allocations for {ROWS} rows");
+    drop(batches);
+
+    serialize_rows_allocate_per_request_not_per_row();
+}
+
+#[derive(serde::Serialize)]
+struct Props<'a> {
+    plan: &'a str,
+    n: [u8; 2],
+}
+
+#[derive(serde::Serialize)]
+struct Row<'a> {
+    id: u64,
+    score: f64,
+    ok: bool,
+    event: &'a str,
+    at: &'a str,
+    day: &'a str,
+    amount: &'a str,
+    props: Props<'a>,
+    tags: [&'a str; 2],
+}
+
+/// Called from the test above: the allocation counter is global, so the counts are taken one
+/// after the other, never while another test runs.
+fn serialize_rows_allocate_per_request_not_per_row() {
+    let d = RowDescriptor::new(&schema()).expect("schema");
+    let cut = Cut { max_rows: 1_000, max_bytes: 9_500_000 };
+    let mut enc = TypedEncoder::new(d);
+    let row = |i: usize| Row {
+        id: i as u64,
+        score: i as f64 + 0.5,
+        ok: true,
+        event: "caf\u{e9}",
+        at: "2023-11-14T22:13:20.000001Z",
+        day: "2023-12-09",
+        amount: "1234.56",
+        props: Props { plan: "pro", n: [1, 2] },
+        tags: ["a", "b"],
+    };
+    let mut warm = (0..ROWS).map(row);
+    enc.encode_batches(&mut warm, 0, cut);
+
+    let region = Region::new(GLOBAL);
+    let mut rows = (0..ROWS).map(row);
+    let mut written = 0;
+    loop {
+        let batches = enc.encode_batches(&mut rows, written as u64, cut);
+        if batches.is_empty() {
+            break;
+        }
+        for b in batches {
+            assert!(b.refused.is_empty(), "{:?}", b.refused.first());
+            written += b.len();
+        }
+    }
+    let allocations = region.change().allocations + region.change().reallocations;
+    assert_eq!(written, ROWS);
+    assert!(allocations < ROWS / 50, "typed: {allocations} allocations for {ROWS} rows");
 }

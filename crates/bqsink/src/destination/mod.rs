@@ -6,6 +6,7 @@
 //!   raw input) and the batch timeout;
 //! - `load.rs`: a reader's bytes (NDJSON, CSV, a JSON array) chunked and transcoded on the
 //!   encoding workers, straight to row bytes;
+//! - `typed.rs`: rows of the caller's own `Serialize` types, straight to row bytes;
 //! - `close.rs`: flush and close, and the summary;
 //! - `table.rs`: the table itself: created, altered, dropped, staged for WRITE_TRUNCATE.
 
@@ -13,6 +14,7 @@ mod builder;
 mod close;
 mod load;
 mod table;
+mod typed;
 mod write;
 
 use std::sync::atomic::AtomicU64;
