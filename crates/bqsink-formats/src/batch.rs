@@ -2,6 +2,7 @@
 //! row was in its input, and the rows it refused with their raw text.
 
 use bqsink_core::RowError;
+use bqsink_transport::wire::put_varint;
 use bqsink_transport::RowDescriptor;
 
 /// Where requests are cut: at most this many rows or bytes of rows.
@@ -69,48 +70,75 @@ impl Batch {
 
     /// Appends one row message as a `serialized_rows` entry.
     pub(crate) fn push_row(&mut self, message: &[u8], position: u64) {
-        let start = self.begin_row();
+        self.rows.push(0x0A);
+        put_varint(&mut self.rows, message.len() as u64);
         self.rows.extend_from_slice(message);
-        self.end_row(start, position);
+        self.ends.push(self.rows.len());
+        self.positions.push(position);
     }
 
-    /// Starts a `serialized_rows` entry (key and room for a two-byte length) whose message is
-    /// written straight after; finish it with [`Batch::end_row`] or drop it with a truncate.
+    /// Length bytes kept for the next entry's message: as many as the previous entry took (rows
+    /// of one table are alike), so the message rarely has to move once written.
+    #[inline]
+    fn reserved(&self) -> usize {
+        let n = self.ends.len();
+        let previous = match n {
+            0 => return 2,
+            1 => self.ends[0],
+            _ => self.ends[n - 1] - self.ends[n - 2],
+        };
+        // Key, one length byte, and a message of at most 0x7F bytes.
+        if previous <= 0x80 {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// Where the message of the entry begun at `start` begins.
+    #[inline]
+    pub(crate) fn body_of(&self, start: usize) -> usize {
+        start + 1 + self.reserved()
+    }
+
+    /// Starts a `serialized_rows` entry (key and room for its length) whose message is written
+    /// straight after; finish it with [`Batch::end_row`] or drop it with a truncate.
     #[inline]
     pub(crate) fn begin_row(&mut self) -> usize {
         let start = self.rows.len();
-        self.rows.extend_from_slice(&[0x0A, 0x80, 0x00]);
+        match self.reserved() {
+            1 => self.rows.extend_from_slice(&[0x0A, 0x00]),
+            _ => self.rows.extend_from_slice(&[0x0A, 0x80, 0x00]),
+        }
         start
     }
 
-    /// Writes the length of the entry begun at `start` (moving the message when its length
-    /// takes other than two bytes) and records the row.
+    /// Writes the length of the entry begun at `start` (moving the message only when its length
+    /// takes other than the bytes kept for it) and records the row.
     #[inline]
     pub(crate) fn end_row(&mut self, start: usize, position: u64) {
-        let body = start + 3;
+        let kept = self.reserved();
+        let body = start + 1 + kept;
         let len = self.rows.len() - body;
-        if len < 0x80 {
-            self.rows[start + 1] = len as u8;
-            self.rows.copy_within(body.., body - 1);
-            self.rows.truncate(self.rows.len() - 1);
-        } else if len < 0x4000 {
-            self.rows[start + 1] = (len as u8) | 0x80;
-            self.rows[start + 2] = (len >> 7) as u8;
-        } else {
-            let mut head = [0u8; 10];
-            let mut n = 0;
-            let mut v = len as u64;
-            while v >= 0x80 {
-                head[n] = (v as u8) | 0x80;
-                v >>= 7;
-                n += 1;
-            }
-            head[n] = v as u8;
-            let extra = n + 1 - 2;
+        let mut head = [0u8; 10];
+        let mut n = 0;
+        let mut v = len as u64;
+        while v >= 0x80 {
+            head[n] = (v as u8) | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        head[n] = v as u8;
+        let need = n + 1;
+        if need < kept {
+            self.rows.copy_within(body.., body - (kept - need));
+            self.rows.truncate(self.rows.len() - (kept - need));
+        } else if need > kept {
+            let extra = need - kept;
             self.rows.resize(self.rows.len() + extra, 0);
             self.rows.copy_within(body..body + len, body + extra);
-            self.rows[start + 1..start + 2 + n].copy_from_slice(&head[..=n]);
         }
+        self.rows[start + 1..start + 1 + need].copy_from_slice(&head[..need]);
         self.ends.push(self.rows.len());
         self.positions.push(position);
     }
@@ -163,7 +191,7 @@ impl Batches {
             return Err(e);
         }
         if self.current.rows.len() > self.cut.max_bytes && !self.current.ends.is_empty() {
-            let message = self.current.rows[start + 3..].to_vec();
+            let message = self.current.rows[self.current.body_of(start)..].to_vec();
             self.current.rows.truncate(start);
             self.row(&message, position);
             return Ok(());
@@ -190,5 +218,56 @@ impl Batches {
             self.done.push(self.current);
         }
         self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bqsink_core::{Field, FieldType, Schema};
+
+    /// Each entry read back: key 0x0A, a varint length, the message.
+    fn entries(b: &Batch) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &end in &b.ends {
+            assert_eq!(b.rows[at], 0x0A);
+            let (mut len, mut shift, mut i) = (0usize, 0, at + 1);
+            loop {
+                let byte = b.rows[i];
+                len |= usize::from(byte & 0x7F) << shift;
+                shift += 7;
+                i += 1;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            assert_eq!(i + len, end, "entry at {at}");
+            out.push(b.rows[i..end].to_vec());
+            at = end;
+        }
+        out
+    }
+
+    #[test]
+    fn entries_of_every_length_class_in_any_order() {
+        let d = RowDescriptor::new(&Schema::new(vec![Field::new("a", FieldType::String)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sizes = [0usize, 1, 127, 128, 5, 200, 16383, 16384, 3, 20000, 90, 90, 300, 1];
+        let mut b = Batch::with_capacity(&d, 0, 0);
+        let mut want = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let message: Vec<u8> = (0..n).map(|k| (k * 7 + i) as u8).collect();
+            if i % 2 == 0 {
+                let start = b.begin_row();
+                b.rows.extend_from_slice(&message);
+                b.end_row(start, i as u64);
+            } else {
+                b.push_row(&message, i as u64);
+            }
+            want.push(message);
+        }
+        assert_eq!(entries(&b), want);
+        assert_eq!(b.positions, (0..sizes.len() as u64).collect::<Vec<_>>());
     }
 }
