@@ -86,11 +86,57 @@ impl Date {
     }
 }
 
+impl Date {
+    /// Writes `YYYY-MM-DD` into `out` (years of four digits); `None` for a year outside
+    /// 0000–9999.
+    fn write_canonical(self, out: &mut [u8]) -> Option<usize> {
+        let (y, m, d) = civil_from_days(self.0);
+        let y = u32::try_from(y).ok().filter(|y| *y <= 9999)?;
+        put2(&mut out[0..2], y / 100);
+        put2(&mut out[2..4], y % 100);
+        out[4] = b'-';
+        put2(&mut out[5..7], m);
+        out[7] = b'-';
+        put2(&mut out[8..10], d);
+        Some(10)
+    }
+}
+
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (y, m, d) = civil_from_days(self.0);
-        write!(f, "{y:04}-{m:02}-{d:02}")
+        let mut buf = [0u8; 10];
+        match self.write_canonical(&mut buf) {
+            // Only ASCII digits and separators were written.
+            Some(n) => f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?),
+            None => {
+                let (y, m, d) = civil_from_days(self.0);
+                write!(f, "{y:04}-{m:02}-{d:02}")
+            }
+        }
     }
+}
+
+/// A date and a time of day written as one text: `date` `sep` `time` `end`.
+fn write_date_time(f: &mut fmt::Formatter<'_>, date: Date, time: Time, sep: u8, end: Option<u8>) -> fmt::Result {
+    let mut buf = [0u8; 27];
+    let Some(n) = date.write_canonical(&mut buf) else {
+        write!(f, "{date}{}{time}", char::from(sep))?;
+        return match end {
+            Some(e) => write!(f, "{}", char::from(e)),
+            None => Ok(()),
+        };
+    };
+    buf[n] = sep;
+    let mut t = [0u8; 15];
+    let k = time.write_canonical(&mut t);
+    buf[n + 1..n + 1 + k].copy_from_slice(&t[..k]);
+    let mut len = n + 1 + k;
+    if let Some(e) = end {
+        buf[len] = e;
+        len += 1;
+    }
+    // Only ASCII digits and separators were written.
+    f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
 }
 
 /// A TIME of day in microseconds since midnight.
@@ -188,7 +234,7 @@ impl DateTime {
 
 impl fmt::Display for DateTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}T{}", self.date, self.time)
+        write_date_time(f, self.date, self.time, b'T', None)
     }
 }
 
@@ -295,7 +341,7 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let days = self.0.div_euclid(MICROS_PER_DAY) as i32;
         let micros = self.0.rem_euclid(MICROS_PER_DAY);
-        write!(f, "{}T{}Z", Date(days), Time(micros))
+        write_date_time(f, Date(days), Time(micros), b'T', Some(b'Z'))
     }
 }
 
