@@ -912,6 +912,9 @@ struct TableOut {
     stamp: Vec<u32>,
     required: Vec<u32>,
     batches: Option<Batches>,
+    /// Whether its first columns are `tracks`' columns, in the same places (an event table
+    /// planned with `tracks`): its rows then start with the bytes of the track's `tracks` row.
+    extends_tracks: Option<bool>,
 }
 
 const UNSEEN: u32 = u32::MAX;
@@ -940,6 +943,7 @@ impl TableOut {
             stamp: vec![0; n],
             required,
             batches: None,
+            extends_tracks: None,
         }
     }
 }
@@ -1082,11 +1086,66 @@ impl SegmentTranscoder {
             self.generation = 1;
         }
         let gen = self.generation;
+        // A track's event row after its `tracks` row: the same columns first, then properties.
+        if let (RowOf::Common { custom: true, .. }, Call::Track, Some(&(0, start, end))) =
+            (row, msg.call, self.staged.last())
+        {
+            if table != 0 && self.extends_tracks(table) {
+                return self.write_event_row(line, msg, table, (start, end), gen);
+            }
+        }
         let mut fixed = std::mem::take(&mut self.fixed);
         Reader::fixed(msg, row, self.reader.now, &mut fixed);
         let result = self.write_row(line, msg, row, table, &fixed, gen);
         self.fixed = fixed;
         result
+    }
+
+    fn extends_tracks(&mut self, table: u32) -> bool {
+        let (Some(Some(tracks)), Some(Some(event))) = (self.out.first(), self.out.get(table as usize)) else {
+            return false;
+        };
+        if let Some(known) = event.extends_tracks {
+            return known;
+        }
+        let (t, e) = (tracks.descriptor.root(), event.descriptor.root());
+        let same = event.required.is_empty()
+            && e.fields.len() >= t.fields.len()
+            && t.fields
+                .iter()
+                .zip(&e.fields)
+                .all(|(a, b)| a.name == b.name && a.field_type == b.field_type && a.mode == b.mode && a.kind == b.kind);
+        if let Some(Some(event)) = self.out.get_mut(table as usize) {
+            event.extends_tracks = Some(same);
+        }
+        same
+    }
+
+    /// An event row whose table extends `tracks`: the `tracks` row's bytes (at `tracks` in
+    /// `line_rows`), then the properties in schema order.
+    fn write_event_row(&mut self, line: &str, msg: &Msg, table: u32, tracks: (u32, u32), gen: u32) -> Fast<()> {
+        let shared = self.out.first().and_then(Option::as_ref).map_or(0, |t| t.descriptor.root().fields.len());
+        let Self { reader, out, bufs, scratch, line_rows, staged, .. } = self;
+        let out = out.get_mut(table as usize).and_then(Option::as_mut).ok_or(Slow)?;
+        scratch.clear();
+        let kind = 1 << kind_of(&reader.tables[table as usize]);
+        let custom = &reader.leaves[msg.custom.0 as usize..msg.custom.1 as usize];
+        for leaf in custom.iter().filter(|l| reader.columns[l.column as usize].reserved & kind == 0) {
+            // A property in a column `tracks` has too would break the order: the long way.
+            if write_leaf(reader, out, bufs, scratch, line, *leaf, gen)? < shared {
+                return Err(Slow);
+            }
+        }
+        let start = line_rows.len() as u32;
+        line_rows.extend_from_within(tracks.0 as usize..tracks.1 as usize);
+        for idx in shared..out.descriptor.root().fields.len() {
+            if out.stamp[idx] == gen {
+                let (s, e) = out.spans[idx];
+                line_rows.extend_from_slice(&scratch[s as usize..e as usize]);
+            }
+        }
+        staged.push((table, start, line_rows.len() as u32));
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1130,75 +1189,14 @@ impl SegmentTranscoder {
             out.spans[idx] = (start, scratch.len() as u32);
         }
         for leaf in reader.row_leaves(msg, row) {
-            let c = leaf.column as usize;
-            if out.by_column.len() <= c {
-                out.by_column.resize(c + 1, UNSEEN);
-            }
-            if out.by_column[c] == UNSEEN {
-                let name = &reader.columns[c].name;
-                out.by_column[c] = match root.lookup(name) {
-                    Some(i) if flat(&root.fields[i]) => i as u32,
-                    _ => ABSENT,
-                };
-            }
-            let idx = out.by_column[c];
-            if idx == ABSENT {
-                return Err(Slow);
-            }
-            let idx = idx as usize;
-            if out.stamp[idx] == gen {
-                return Err(Slow);
-            }
-            let field = &root.fields[idx];
-            let start = scratch.len();
-            let scalar = match leaf.kind {
-                LeafKind::Str(body, false) => Some(Scalar::Str(&line[body.start as usize..body.end as usize])),
-                LeafKind::Int(i) => Some(Scalar::Int(i)),
-                LeafKind::Float(f) => Some(Scalar::Float(f)),
-                LeafKind::Bool(b) => Some(Scalar::Bool(b)),
-                LeafKind::Str(_, true) | LeafKind::Decimal | LeafKind::Array => None,
-            };
-            match (leaf.kind, scalar) {
-                // Values that already have the column's type, as read.
-                (LeafKind::Str(..), Some(Scalar::Str(text))) if field.field_type == FieldType::String => {
-                    field.tag.put(scratch);
-                    put_varint(scratch, text.len() as u64);
-                    scratch.extend_from_slice(text.as_bytes());
-                }
-                (LeafKind::Int(i), _) if field.field_type == FieldType::Int64 => {
-                    field.tag.put(scratch);
-                    put_varint(scratch, i as u64);
-                }
-                // Others by the shared rules (a JSON column keeps the value's text: below).
-                (_, Some(s)) if field.field_type != FieldType::Json => {
-                    let c = coerce_scalar(s, field.field_type, &mut bufs.bytes).map_err(slow)?;
-                    field.tag.put(scratch);
-                    put_coerced_body(&c, &bufs.bytes, scratch);
-                }
-                (LeafKind::Array, _) => {
-                    let text = Reader::array_text(line, leaf.value)?;
-                    let c = coerce_scalar(Scalar::Str(&text), field.field_type, &mut bufs.bytes).map_err(slow)?;
-                    field.tag.put(scratch);
-                    put_coerced_body(&c, &bufs.bytes, scratch);
-                }
-                _ => {
-                    let mut p = Parser { s: line, b: line.as_bytes(), i: leaf.value.start as usize };
-                    let path = Path::column(&field.name);
-                    match one(bufs, UnknownFields::Reject, &mut p, field, &path, scratch).map_err(slow)? {
-                        Outcome::Written => {}
-                        Outcome::Null | Outcome::Failed(_) => return Err(Slow),
-                    }
-                }
-            }
-            out.stamp[idx] = gen;
-            out.spans[idx] = (start as u32, scratch.len() as u32);
+            write_leaf(reader, out, bufs, scratch, line, leaf, gen)?;
         }
         if out.required.iter().any(|&i| out.stamp[i as usize] != gen) {
             return Err(Slow);
         }
         // The row in schema order, as the `Record` encoder writes it.
         let start = line_rows.len() as u32;
-        for idx in 0..root.fields.len() {
+        for idx in 0..out.descriptor.root().fields.len() {
             if out.stamp[idx] == gen {
                 let (s, e) = out.spans[idx];
                 line_rows.extend_from_slice(&scratch[s as usize..e as usize]);
@@ -1207,6 +1205,83 @@ impl SegmentTranscoder {
         staged.push((table, start, line_rows.len() as u32));
         Ok(())
     }
+}
+
+/// Writes one leaf into its column's place in `scratch`; returns the column's index. `Slow` when
+/// the table lacks the column, the row has it already, or the value does not fit it.
+fn write_leaf(
+    reader: &Reader,
+    out: &mut TableOut,
+    bufs: &mut Buffers,
+    scratch: &mut Vec<u8>,
+    line: &str,
+    leaf: Leaf,
+    gen: u32,
+) -> Fast<usize> {
+    let root = out.descriptor.root();
+    let c = leaf.column as usize;
+    if out.by_column.len() <= c {
+        out.by_column.resize(c + 1, UNSEEN);
+    }
+    if out.by_column[c] == UNSEEN {
+        let name = &reader.columns[c].name;
+        out.by_column[c] = match root.lookup(name) {
+            Some(i) if flat(&root.fields[i]) => i as u32,
+            _ => ABSENT,
+        };
+    }
+    let idx = out.by_column[c];
+    if idx == ABSENT {
+        return Err(Slow);
+    }
+    let idx = idx as usize;
+    if out.stamp[idx] == gen {
+        return Err(Slow);
+    }
+    let field = &root.fields[idx];
+    let start = scratch.len();
+    let scalar = match leaf.kind {
+        LeafKind::Str(body, false) => Some(Scalar::Str(&line[body.start as usize..body.end as usize])),
+        LeafKind::Int(i) => Some(Scalar::Int(i)),
+        LeafKind::Float(f) => Some(Scalar::Float(f)),
+        LeafKind::Bool(b) => Some(Scalar::Bool(b)),
+        LeafKind::Str(_, true) | LeafKind::Decimal | LeafKind::Array => None,
+    };
+    match (leaf.kind, scalar) {
+        // Values that already have the column's type, as read.
+        (LeafKind::Str(..), Some(Scalar::Str(text))) if field.field_type == FieldType::String => {
+            field.tag.put(scratch);
+            put_varint(scratch, text.len() as u64);
+            scratch.extend_from_slice(text.as_bytes());
+        }
+        (LeafKind::Int(i), _) if field.field_type == FieldType::Int64 => {
+            field.tag.put(scratch);
+            put_varint(scratch, i as u64);
+        }
+        // Others by the shared rules (a JSON column keeps the value's text: below).
+        (_, Some(s)) if field.field_type != FieldType::Json => {
+            let c = coerce_scalar(s, field.field_type, &mut bufs.bytes).map_err(slow)?;
+            field.tag.put(scratch);
+            put_coerced_body(&c, &bufs.bytes, scratch);
+        }
+        (LeafKind::Array, _) => {
+            let text = Reader::array_text(line, leaf.value)?;
+            let c = coerce_scalar(Scalar::Str(&text), field.field_type, &mut bufs.bytes).map_err(slow)?;
+            field.tag.put(scratch);
+            put_coerced_body(&c, &bufs.bytes, scratch);
+        }
+        _ => {
+            let mut p = Parser { s: line, b: line.as_bytes(), i: leaf.value.start as usize };
+            let path = Path::column(&field.name);
+            match one(bufs, UnknownFields::Reject, &mut p, field, &path, scratch).map_err(slow)? {
+                Outcome::Written => {}
+                Outcome::Null | Outcome::Failed(_) => return Err(Slow),
+            }
+        }
+    }
+    out.stamp[idx] = gen;
+    out.spans[idx] = (start as u32, scratch.len() as u32);
+    Ok(idx)
 }
 
 /// A column the fast path writes: one scalar, not a RECORD nor REPEATED.

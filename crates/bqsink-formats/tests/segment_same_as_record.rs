@@ -250,8 +250,31 @@ fn the_sample_file_plans_and_writes_as_the_record_path_does() {
     }
 }
 
+/// Track events whose context always has the same keys, as one source sends them: their event
+/// tables extend `tracks`, and their rows start with the `tracks` row's bytes.
+fn uniform_track(r: &mut Rng) -> String {
+    let event = r.pick(&["Order Completed", "Signed Up", "Song Played"]);
+    format!(
+        r#"{{"type":"track","event":"{event}","messageId":"m-{}","userId":"u-{}","timestamp":"2024-06-01T11:{:02}:00Z","context":{{"ip":"10.0.0.{}","library":{{"name":"lib","version":"{}"}}}},"properties":{}}}"#,
+        r.below(1_000_000),
+        r.below(50),
+        r.below(60),
+        r.below(250),
+        r.below(9),
+        object(r, 0),
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn event_rows_that_start_with_the_tracks_row_are_written_as_the_record_path_does(seed in 1u64.., step in 1usize..40) {
+        let mut r = Rng(seed);
+        let lines: Vec<String> = (0..80).map(|_| uniform_track(&mut r)).collect();
+        let fast = check(&lines, &SegmentOptions::default(), step)?;
+        prop_assert!(fast > 10, "the fast path is exercised: {} lines", fast);
+    }
 
     #[test]
     fn random_payloads_plan_and_write_as_the_record_path_does(seed in 1u64.., step in 1usize..40, events in any::<bool>()) {
