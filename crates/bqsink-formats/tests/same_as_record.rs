@@ -9,26 +9,8 @@ use bqsink_transport::{decode_row, RowDescriptor, RowEncoder, UnknownFields};
 use bytes::BytesMut;
 use proptest::prelude::*;
 
-/// A small deterministic generator driven by proptest's seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
+mod common;
+use common::Rng;
 
 const TYPES: &[FieldType] = &[
     FieldType::String,

@@ -13,25 +13,8 @@ use bqsink_transport::{RowDescriptor, RowEncoder};
 use bytes::BytesMut;
 use proptest::prelude::*;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
+mod common;
+use common::Rng;
 
 fn now() -> Timestamp {
     Timestamp::parse("2024-06-01T12:00:00Z").unwrap_or(Timestamp::UNIX_EPOCH)
