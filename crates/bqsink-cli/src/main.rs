@@ -14,12 +14,14 @@ use clap::Parser;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod cmd;
+mod duration;
 mod errors;
 mod infer;
 mod input;
 mod interrupt;
 mod progress;
 mod settings;
+mod stop;
 
 use settings::{FlagValue, Settings};
 
@@ -29,13 +31,17 @@ pub(crate) const EXIT_FATAL: u8 = 1;
 pub(crate) const EXIT_SOME_ROWS_FAILED: u8 = 2;
 /// Exit code after Ctrl-C (128 + SIGINT).
 pub(crate) const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code after SIGTERM (128 + SIGTERM).
+pub(crate) const EXIT_TERMINATED: u8 = 143;
 
 const AFTER_HELP: &str = "\
 Configuration, highest first: flags > environment (BIGQUERY_PROJECT_ID, BIGQUERY_DATASET,
 BIGQUERY_AUTO_TABLE_MANAGEMENT, GOOGLE_APPLICATION_CREDENTIALS, BIGQUERY_EMULATOR_HOST,
 BIGQUERY_STORAGE_EMULATOR_HOST) > the --config TOML file > defaults. `bqsink config` shows the result.
 
-Exit codes: 0 every row written; 2 some rows dead-lettered; 1 a fatal error; 130 interrupted.
+Exit codes: 0 every row written; 2 some rows not written (dead-lettered, refused or in doubt);
+1 a fatal error before any row was accounted for; 130 after Ctrl-C, 143 after SIGTERM, when
+every row read was written.
 
 Examples:
   bqsink load --project my-proj --dataset analytics --table events --schema events.json events.ndjson

@@ -43,6 +43,42 @@ impl fmt::Display for Reason {
     }
 }
 
+/// What became of a row bqsink gave up on: the first words of its dead letter's reason, so a
+/// reader of the dead-letter file (or a program) can tell the classes apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Sent on the default stream and never acknowledged: it may be in the table.
+    InDoubt,
+    /// Never sent, or known not to be in the table (through offsets).
+    NotWritten,
+    /// In a pending stream that was never committed (Batch mode): not in the table.
+    NotCommitted,
+}
+
+impl Fate {
+    /// The dead letter's reason for a row of this fate, with the cause (why bqsink gave up).
+    pub fn reason(self, cause: &str) -> String {
+        match self {
+            Fate::InDoubt => format!("in doubt: sent, not acknowledged ({cause}); it may be in the table"),
+            Fate::NotWritten => format!("not written: {cause}"),
+            Fate::NotCommitted => format!("not committed: {cause}"),
+        }
+    }
+
+    /// The fate a dead letter's reason names, if it names one.
+    pub fn of(reason: &str) -> Option<Fate> {
+        if reason.starts_with("in doubt: ") {
+            Some(Fate::InDoubt)
+        } else if reason.starts_with("not written: ") {
+            Some(Fate::NotWritten)
+        } else if reason.starts_with("not committed: ") {
+            Some(Fate::NotCommitted)
+        } else {
+            None
+        }
+    }
+}
+
 /// The row as it arrived: a record, or the raw text when it could not even be parsed.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -214,6 +250,15 @@ mod tests {
         assert_eq!(v["record"]["at"], "x");
         assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z')));
         assert_eq!(letter.reason.to_string(), "row 7: t.at: expected TIMESTAMP, got STRING (\"x\")");
+    }
+
+    #[test]
+    fn fates_are_read_back_from_their_reasons() {
+        for fate in [Fate::InDoubt, Fate::NotWritten, Fate::NotCommitted] {
+            assert_eq!(Fate::of(&fate.reason("UNAVAILABLE: gone")), Some(fate));
+        }
+        assert_eq!(Fate::of("id: expected INT64, got STRING"), None);
+        assert!(Fate::InDoubt.reason("x").ends_with("it may be in the table"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod abort;
 pub mod breaker;
 pub mod dlq;
 pub mod limiter;
@@ -11,7 +12,8 @@ pub mod router;
 pub mod sink;
 pub mod workers;
 
-pub use dlq::{Callback, Channel, DeadLetter, DeadLetterQueue, NdjsonFile, Payload, Reason};
+pub use abort::Abort;
+pub use dlq::{Callback, Channel, DeadLetter, DeadLetterQueue, Fate, NdjsonFile, Payload, Reason};
 pub use pool::ConnectionPool;
 pub use retry::RetryPolicy;
 pub use router::Router;

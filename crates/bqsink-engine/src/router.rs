@@ -110,10 +110,24 @@ impl Router {
         Ok(())
     }
 
-    /// Flushes and finishes every table (commits Batch streams).
+    /// Flushes and finishes every table (commits Batch streams). A table that fails does not
+    /// stop the others: its rows are dead-lettered with their fate, and the first error is
+    /// returned once every table is done.
     pub async fn finish(&mut self) -> Result<(), EngineError> {
+        let mut first = None;
         for sink in self.sinks.values_mut() {
-            sink.finish().await?;
+            if let Err(e) = sink.finish().await {
+                sink.abandon(&e.to_string())?;
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Gives up on every row every table holds (see [`TableSink::abandon`]).
+    pub fn abandon(&mut self, cause: &str) -> Result<(), EngineError> {
+        for sink in self.sinks.values_mut() {
+            sink.abandon(cause)?;
         }
         Ok(())
     }

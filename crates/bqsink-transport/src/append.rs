@@ -241,6 +241,15 @@ impl AckFuture {
         }
         true
     }
+
+    /// The answer, if it has arrived, without waiting.
+    pub fn try_answer(&mut self) -> Option<Result<AppendAck, TransportError>> {
+        if self.is_ready() {
+            self.done.take()
+        } else {
+            None
+        }
+    }
 }
 
 impl Future for AckFuture {

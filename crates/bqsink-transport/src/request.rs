@@ -75,6 +75,11 @@ impl AppendRequest {
         })
     }
 
+    /// The `serialized_rows` entries, one after the other.
+    pub fn rows(&self) -> &Bytes {
+        &self.rows
+    }
+
     /// The same rows at another offset (after BigQuery's stream end moved).
     pub fn with_offset(&self, offset: Option<i64>) -> Result<Self, TransportError> {
         Self::new(&self.write_stream, &self.descriptor, self.rows.clone(), self.row_count, offset)

@@ -323,21 +323,36 @@ impl DatasetWriter {
             t.abort();
         }
         let mut st = self.inner.state.lock().await;
-        st.router.finish().await?;
+        let failure = st.router.finish().await.err().map(Error::from);
         flush_dead_letters(&self.inner.dlq).await?;
         let s = st.router.stats();
         let (server_dead, server_kept) =
             if self.inner.dlq.is_some() { (s.rows_refused, 0) } else { (0, s.rows_refused) };
-        Ok(Summary {
+        let summary = Summary {
             rows_read: self.inner.rows_read.load(Ordering::Relaxed),
             rows_written: s.rows_written,
             rows_dead_lettered: self.inner.rows_dead_lettered.load(Ordering::Relaxed) + server_dead,
+            rows_in_doubt: s.rows_in_doubt,
             rows_rejected: self.inner.rows_refused.load(Ordering::Relaxed) + server_kept,
             requests: s.requests,
             bytes_written: s.bytes_written,
             retries: s.retries,
             rows_resent_ambiguous: s.rows_resent_ambiguous,
-        })
+        };
+        match failure {
+            Some(cause) => Err(Error::Incomplete { summary, cause: Box::new(cause) }),
+            None => Ok(summary),
+        }
+    }
+
+    /// Gives up at once on every table: see [`Destination::abort`](crate::Destination::abort).
+    pub fn abort(&self, reason: impl Into<String>) {
+        self.inner.shared.abort.fire(reason);
+    }
+
+    /// A handle that aborts this writer from anywhere (see [`DatasetWriter::abort`]).
+    pub fn abort_handle(&self) -> crate::Abort {
+        self.inner.shared.abort.clone()
     }
 
     /// Counters, gauges and latency percentiles over all tables (`metadata_calls` counts
@@ -657,6 +672,7 @@ impl DatasetWriterBuilder {
             breaker: CircuitBreaker::new(Default::default())
                 .map_err(|e| bqsink_core::ConfigError::new("circuit_breaker", e.to_string()))?,
             metrics: Arc::new(Metrics::new(mode == WriteMode::Streaming)),
+            abort: Default::default(),
         };
         let limits =
             BatchLimits::default().with_max_rows(config.batch_size).with_max_inflight(config.max_concurrent_batches);

@@ -55,6 +55,20 @@ pub enum Error {
     /// is not loaded; the rows read before it were handed over.
     #[error("{0}")]
     Input(String),
+    /// The destination gave up (told to abort, or a Batch load after a failure); every row it
+    /// held was dead-lettered with the reason.
+    #[error("{0}")]
+    GaveUp(String),
+    /// `close` could not write every row: each was dead-lettered with its fate (see
+    /// [`Fate`](bqsink_engine::Fate)), and `summary` accounts for all of them
+    /// (`rows_read = rows_written + rows_dead_lettered + rows_rejected`).
+    #[error("{cause}")]
+    Incomplete {
+        /// What was written and what was dead-lettered.
+        summary: crate::Summary,
+        /// Why not every row could be written.
+        cause: Box<Error>,
+    },
     /// The table does not exist and may not be created.
     #[error("table {table} does not exist; {hint}")]
     TableNotFound {
@@ -86,6 +100,7 @@ impl From<EngineError> for Error {
             EngineError::Transport(t) => Self::Transport(t),
             EngineError::DeadLetter(io) => Self::DeadLetter(format!("cannot write to the dead-letter queue: {io}")),
             EngineError::BreakerOpen(open) => Self::BreakerOpen { retry_after: open.retry_after },
+            EngineError::GaveUp(reason) => Self::GaveUp(reason),
             #[allow(unreachable_patterns)]
             other => Self::Transport(TransportError::Protocol(other.to_string())),
         }

@@ -45,7 +45,9 @@ pub use bqsink_engine::breaker::{BreakerState, CircuitBreakerConfig, WhenOpen};
 pub use bqsink_engine::dlq;
 pub use bqsink_engine::limiter::RateLimitConfig;
 pub use bqsink_engine::metrics::MetricsSnapshot;
-pub use bqsink_engine::{BatchLimits, DeadLetter, DeadLetterQueue, NdjsonFile, Payload, Reason, RetryPolicy};
+pub use bqsink_engine::{
+    Abort, BatchLimits, DeadLetter, DeadLetterQueue, Fate, NdjsonFile, Payload, Reason, RetryPolicy,
+};
 pub use bqsink_schema::{Change, Refusal};
 pub use bqsink_transport::{
     Auth, Endpoints, QueryResult, RestClient, StatusCode, TableInfo, TableSpec, TransportError,

@@ -340,6 +340,16 @@ impl SegmentWriter {
     pub async fn close(self) -> Result<Summary, Error> {
         self.writer.close().await
     }
+
+    /// Gives up at once: see [`Destination::abort`](crate::Destination::abort).
+    pub fn abort(&self, reason: impl Into<String>) {
+        self.writer.abort(reason);
+    }
+
+    /// A handle that aborts this writer from anywhere (see [`DatasetWriter::abort`]).
+    pub fn abort_handle(&self) -> crate::Abort {
+        self.writer.abort_handle()
+    }
 }
 
 /// Counts rows placed: read, refused, and each refusal told.

@@ -8,8 +8,12 @@ pub struct Summary {
     pub rows_read: u64,
     /// Rows acknowledged by BigQuery (in Batch mode: committed).
     pub rows_written: u64,
-    /// Rows sent to the dead-letter queue.
+    /// Rows sent to the dead-letter queue: refused for their data, or given up on (see
+    /// [`Fate`](bqsink_engine::Fate)), in doubt included.
     pub rows_dead_lettered: u64,
+    /// Of the rows dead-lettered (or rejected), those in doubt: sent, never acknowledged, and
+    /// perhaps in the table.
+    pub rows_in_doubt: u64,
     /// Rows refused and returned to the caller as [`Error::Row`](crate::Error::Row) (no dead-letter queue set).
     pub rows_rejected: u64,
     /// AppendRows requests acknowledged.

@@ -17,7 +17,7 @@ use crate::input::{self, Format, Input, Item, Position, Unit};
 use crate::interrupt::Interrupt;
 use crate::progress::{Counters, Progress, Style, Total};
 use crate::settings::{FlagValue, Settings};
-use crate::{Global, EXIT_INTERRUPTED, EXIT_SOME_ROWS_FAILED};
+use crate::{Global, EXIT_SOME_ROWS_FAILED};
 
 /// Refused rows printed before the rest are only counted.
 pub(crate) const MAX_PRINTED_ROW_ERRORS: u64 = 20;
@@ -37,9 +37,13 @@ The last line on stdout is `read N, written N, dead-lettered N (elapsed, rows/s)
 be written are named on stderr and, with --dlq, appended to that file as NDJSON lines
 {time, table, row, column, reason, record | raw}.
 
-Exit codes: 0 every row written; 2 some rows dead-lettered or refused; 1 a fatal error; 130 after
-Ctrl-C, which stops reading, flushes the rows in flight and prints the summary (a second Ctrl-C
-quits at once).";
+Exit codes: 0 every row written; 2 some rows not written (dead-lettered, refused, or in doubt:
+sent but never acknowledged, so perhaps in the table); 1 a fatal error before any row was
+accounted for. Ctrl-C or SIGTERM stops reading and writes the rows in flight within
+--grace-period, prints the summary and exits 130 (SIGINT) or 143 (SIGTERM) when every row read
+was written; a second signal, or the grace period's end, gives up on the rows in flight: each is
+dead-lettered as `in doubt: …` (sent, not acknowledged), `not written: …` or `not committed: …`
+(--mode batch), so `read = written + dead-lettered` at every exit.";
 
 /// The write modes, as the command line spells them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -134,6 +138,10 @@ pub(crate) struct LoadArgs {
     /// Seconds between progress lines on stderr when it is not a terminal
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub(crate) progress_interval: f64,
+    /// After Ctrl-C or SIGTERM, how long the rows in flight may take to be written before
+    /// bqsink gives up on them (dead-lettered with their fate)
+    #[arg(long, value_name = "DURATION", default_value = "20s")]
+    pub(crate) grace_period: crate::stop::GracePeriod,
 }
 
 impl LoadArgs {
@@ -246,6 +254,7 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
     );
     let mut errors = RowErrors { inputs: &inputs, printed: 0 };
     interrupt.set_graceful(true);
+    let stopper = crate::stop::arm(interrupt, dest.abort_handle(), args.grace_period.0);
 
     let mut fatal: Option<anyhow::Error> = None;
     let mut broken: Option<String> = None;
@@ -309,26 +318,22 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
     drop(rows);
     let read = counters.read.load(Ordering::Relaxed);
     let refused = counters.refused.load(Ordering::Relaxed);
-    let before_close = dest.metrics();
     let secs = || started.elapsed().as_secs_f64();
 
-    if let Some(err) = fatal {
-        progress.finish();
-        errors.finish(&progress);
-        summary(read, before_close.records_written, refused + before_close.rows_dead_lettered, secs(), false);
-        return Err(err);
-    }
+    // Fatal or not, the destination is closed: every row read ends written or dead-lettered.
     progress.set_message("flushing the rows in flight…");
     let dest = unwrap_arc(dest).await;
-    let batch = dest.config().effective_write_mode() == WriteMode::Batch;
     let result = dest.close().await;
+    stopper.abort();
     progress.finish();
     errors.finish(&progress);
-    let s = match result {
-        Ok(s) => s,
+    let interrupted = interrupt.fired();
+    let (s, cause) = match result {
+        Ok(s) => (s, None),
+        Err(bqsink::Error::Incomplete { summary, cause }) => (summary, Some(fail(*cause))),
         Err(e) => {
-            let written = if batch { 0 } else { before_close.records_written };
-            summary(read, written, refused + before_close.rows_dead_lettered, secs(), interrupt.fired());
+            // Not every row could be accounted for (the dead-letter queue failed).
+            summary_line(read, 0, refused, 0, secs(), interrupted);
             return Err(fail(e));
         }
     };
@@ -341,25 +346,38 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
             _ => eprintln!("bqsink: {failed} rows refused; pass --dlq PATH to keep them with the reason"),
         }
     }
-    let interrupted = interrupt.fired();
-    summary(read, s.rows_written, failed, secs(), interrupted);
-    if let Some(m) = broken {
-        return Err(anyhow!(m));
+    summary_line(read, s.rows_written, failed, s.rows_in_doubt, secs(), interrupted);
+    let cause = fatal.or(cause).or(broken.map(|m| anyhow!(m)));
+    finish(cause, read, s.rows_written, interrupted.then(|| interrupt.exit_code()))
+}
+
+/// The exit code once the summary is printed: 2 whenever a row read was not written (in doubt
+/// included), else the signal's code after a graceful stop, else 0. An error is reported on
+/// stderr before (`main` prints it); it exits 2 as well when every row is accounted for.
+pub(crate) fn finish(
+    cause: Option<anyhow::Error>,
+    read: u64,
+    written: u64,
+    signal: Option<u8>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(e) = &cause {
+        eprintln!("bqsink: error: {e:#}");
     }
-    Ok(if interrupted {
-        ExitCode::from(EXIT_INTERRUPTED)
-    } else if failed > 0 || s.rows_written < read {
+    Ok(if cause.is_some() || written < read {
         ExitCode::from(EXIT_SOME_ROWS_FAILED)
+    } else if let Some(code) = signal {
+        ExitCode::from(code)
     } else {
         ExitCode::SUCCESS
     })
 }
 
 /// The summary, always the last line on stdout.
-pub(crate) fn summary(read: u64, written: u64, dead: u64, secs: f64, interrupted: bool) {
+pub(crate) fn summary_line(read: u64, written: u64, dead: u64, in_doubt: u64, secs: f64, interrupted: bool) {
     let rate = written as f64 / secs.max(1e-9);
+    let doubt = if in_doubt > 0 { format!(" ({in_doubt} in doubt)") } else { String::new() };
     let tail = if interrupted { ", interrupted" } else { "" };
-    out(&format!("read {read}, written {written}, dead-lettered {dead} ({secs:.1}s, {rate:.0} rows/s{tail})"));
+    out(&format!("read {read}, written {written}, dead-lettered {dead}{doubt} ({secs:.1}s, {rate:.0} rows/s{tail})"));
 }
 
 /// The writer, once the progress display has let go of it.

@@ -22,13 +22,13 @@ use bqsink::{
 };
 
 use super::connect;
-use super::load::{summary, unwrap_arc, ModeArg, RowErrors, MAX_PRINTED_ROW_ERRORS};
+use super::load::{finish, summary_line, unwrap_arc, ModeArg, RowErrors, MAX_PRINTED_ROW_ERRORS};
 use crate::errors::{explain, Context, Needs};
 use crate::input::{self, Input, Line, Position, Unit};
 use crate::interrupt::Interrupt;
 use crate::progress::{Counters, Progress, Style, Total};
 use crate::settings::FlagValue;
-use crate::{Global, EXIT_INTERRUPTED, EXIT_SOME_ROWS_FAILED};
+use crate::Global;
 
 /// Planning conflicts printed before the rest are only counted.
 const MAX_PRINTED_CONFLICTS: usize = 20;
@@ -75,6 +75,10 @@ pub(crate) struct SegmentArgs {
     /// Seconds between progress lines on stderr when it is not a terminal
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub(crate) progress_interval: f64,
+    /// After Ctrl-C or SIGTERM, how long the rows in flight may take to be written before
+    /// bqsink gives up on them (dead-lettered with their fate)
+    #[arg(long, value_name = "DURATION", default_value = "20s")]
+    pub(crate) grace_period: crate::stop::GracePeriod,
 }
 
 impl SegmentArgs {
@@ -136,6 +140,7 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
     let counters = Arc::new(Counters::default());
     let mut errors = RowErrors { inputs: &inputs, printed: 0 };
     interrupt.set_graceful(true);
+    let stopper = crate::stop::arm(interrupt, writer.abort_handle(), args.grace_period.0);
 
     // Files: a first pass plans every table once, keeping no rows.
     let mut fatal: Option<anyhow::Error> = None;
@@ -257,28 +262,20 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
 
     let read = counters.read.load(Ordering::Relaxed);
     let secs = || started.elapsed().as_secs_f64();
-    let (written_so_far, dead_so_far) = {
-        let m = writer.dataset().metrics();
-        (m.records_written, m.rows_dead_lettered + counters.refused.load(Ordering::Relaxed))
-    };
-    if let Some(err) = fatal {
-        progress.finish();
-        errors.finish(&progress);
-        summary(read, written_so_far, dead_so_far, secs(), false);
-        return Err(err);
-    }
+    // Fatal or not, the writer is closed: every row read ends written or dead-lettered.
     progress.set_message("flushing the rows in flight…");
     let writer = unwrap_arc(writer).await;
-    let batch = settings.config.effective_write_mode() == WriteMode::Batch;
     let result = writer.close().await;
+    stopper.abort();
     progress.finish();
     errors.finish(&progress);
     let interrupted = interrupt.fired();
-    let s = match result {
-        Ok(s) => s,
+    let (s, cause) = match result {
+        Ok(s) => (s, None),
+        Err(bqsink::Error::Incomplete { summary, cause }) => (summary, Some(fail(*cause))),
         Err(e) => {
-            let written = if batch { 0 } else { written_so_far };
-            summary(read, written, dead_so_far, secs(), interrupted);
+            // Not every row could be accounted for (the dead-letter queue failed).
+            summary_line(read, 0, counters.refused.load(Ordering::Relaxed), 0, secs(), interrupted);
             return Err(fail(e));
         }
     };
@@ -291,14 +288,8 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
             _ => eprintln!("bqsink: {failed} rows refused; pass --dlq PATH to keep them with the reason"),
         }
     }
-    summary(read, s.rows_written, failed, secs(), interrupted);
-    Ok(if interrupted {
-        ExitCode::from(EXIT_INTERRUPTED)
-    } else if failed > 0 || s.rows_written < read {
-        ExitCode::from(EXIT_SOME_ROWS_FAILED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    summary_line(read, s.rows_written, failed, s.rows_in_doubt, secs(), interrupted);
+    finish(fatal.or(cause), read, s.rows_written, interrupted.then(|| interrupt.exit_code()))
 }
 
 /// A file of the inputs, opened.

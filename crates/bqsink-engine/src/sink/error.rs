@@ -18,6 +18,10 @@ pub enum EngineError {
     /// The dead-letter queue could not keep a row.
     #[error("cannot write to the dead-letter queue: {0}")]
     DeadLetter(std::io::Error),
+    /// The sink gave up (an abort, or Batch mode after a failure): the rows were dead-lettered
+    /// with the reason.
+    #[error("{0}")]
+    GaveUp(String),
     /// The circuit breaker is open and fails fast.
     #[error(transparent)]
     BreakerOpen(#[from] BreakerOpen),

@@ -27,12 +27,14 @@
 
 mod batch;
 mod error;
+mod give_up;
 mod limits;
 mod outcome;
 mod permits;
 mod refused;
 mod send;
 mod settle;
+mod spill;
 mod stats;
 mod stream;
 
@@ -66,6 +68,8 @@ pub struct Shared {
     pub breaker: CircuitBreaker,
     /// Counters, gauges and latencies.
     pub metrics: Arc<Metrics>,
+    /// Fired to make every sink give up at once (a second signal, a grace period run out).
+    pub abort: crate::abort::Abort,
 }
 
 struct InFlight {
@@ -76,6 +80,10 @@ struct InFlight {
     /// Which connection it was sent on (see `TableSink::generation`).
     generation: u64,
     sent_at: Instant,
+    /// Whether an earlier attempt went out and ended without the server's answer (no answer in
+    /// time, the connection ended): the rows may be in the table. An attempt still awaiting
+    /// its answer (`ack`) is just as uncertain.
+    maybe_stored: bool,
 }
 
 /// Writes rows of one table, through its default stream or an application-created stream
@@ -114,6 +122,10 @@ pub struct TableSink {
     stats: SinkStats,
     /// The table's schema as BigQuery last reported it changed (`updated_schema`), until taken.
     updated_schema: Option<bqsink_core::Schema>,
+    /// Batch mode: rows acknowledged into the pending stream, kept until it is committed.
+    pending: spill::Spill,
+    /// Batch mode: why the sink gave up; its pending stream will never be committed.
+    gave_up: Option<String>,
 }
 
 impl std::fmt::Debug for TableSink {
@@ -163,6 +175,8 @@ impl TableSink {
             pool: None,
             stats: SinkStats::default(),
             updated_schema: None,
+            pending: spill::Spill::default(),
+            gave_up: None,
         }
     }
 

@@ -35,7 +35,9 @@ impl TableSink {
             self.report_to_breaker(&mut f, &outcome);
             match outcome {
                 Ok(ack) => {
-                    self.acknowledged(&f);
+                    if let Err(e) = self.acknowledged(&f) {
+                        return Err((e, f));
+                    }
                     if let Some(schema) = ack.updated_schema {
                         debug!(table = %self.table, columns = schema.fields.len(), "BigQuery reports a new table schema");
                         self.updated_schema = Some(schema);
@@ -46,8 +48,7 @@ impl TableSink {
                 // written: they are in the table once, which is the point.
                 Err(TransportError::Append { code: StatusCode::AlreadyExists, .. }) if offset.is_some() => {
                     debug!(table = %self.table, ?offset, "rows already written");
-                    self.acknowledged(&f);
-                    return Ok(());
+                    return self.acknowledged(&f).map_err(|e| (e, f));
                 }
                 Err(TransportError::Append { code: StatusCode::OutOfRange, message, .. }) if offset.is_some() => {
                     // The stream's end is not where this request expected: send it again at the
@@ -111,13 +112,22 @@ impl TableSink {
                         (Err(e), _) | (_, Err(e)) => return Err((e.into(), f)),
                     };
                     debug!(table = %self.table, rows = n, error = %e, "request refused for its data; bisecting");
-                    let half =
-                        |request| InFlight { request, ack: None, permit: None, generation: 0, sent_at: Instant::now() };
+                    let half = |request| InFlight {
+                        request,
+                        ack: None,
+                        permit: None,
+                        generation: 0,
+                        sent_at: Instant::now(),
+                        maybe_stored: false,
+                    };
                     work.push_front(half(second_req));
                     work.push_front(half(first_req));
                     return Ok(());
                 }
                 Err(e) => {
+                    if let Some(reason) = self.shared.abort.reason() {
+                        return Err((EngineError::GaveUp(reason), f));
+                    }
                     let within_time = started.elapsed() < self.retry.max_elapsed;
                     let Some(wait) = self.retry.backoff(&e, attempt).filter(|_| within_time) else {
                         return Err((e.into(), f));
@@ -131,7 +141,11 @@ impl TableSink {
                     if !self.uses_offsets() {
                         self.stats.rows_resent_ambiguous += f.request.row_count() as u64;
                     }
-                    tokio::time::sleep(wait).await;
+                    let abort = self.shared.abort.clone();
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        reason = abort.fired() => return Err((EngineError::GaveUp(reason), f)),
+                    }
                     attempt += 1;
                     self.stats.retries += 1;
                 }

@@ -15,7 +15,11 @@ impl TableSink {
             match self.shared.breaker.acquire().await {
                 Ok(p) => return Ok(p),
                 Err(open) if Instant::now() < deadline => {
-                    tokio::time::sleep(open.retry_after.clamp(Duration::from_millis(10), Duration::from_secs(1))).await;
+                    let wait = open.retry_after.clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        reason = self.shared.abort.fired() => return Err(TransportError::StreamClosed(reason)),
+                    }
                 }
                 Err(open) => {
                     return Err(TransportError::Grpc { code: StatusCode::Unavailable, message: open.to_string() })

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use bqsink_core::{RowError, WriteMode};
+use bqsink_core::WriteMode;
 use bqsink_transport::{AckFuture, AppendRequest, AppendStream, StatusCode, TransportError};
 use bytes::BytesMut;
 use tracing::{debug, warn};
@@ -11,6 +11,7 @@ use tracing::{debug, warn};
 use super::refused::decode_all;
 use super::{EngineError, InFlight, TableSink};
 use crate::breaker::BreakerState;
+use crate::dlq::Fate;
 
 impl TableSink {
     /// Sends `n` encoded rows as one request; rows that cannot be sent are refused with the reason.
@@ -18,14 +19,21 @@ impl TableSink {
     pub(super) async fn send(&mut self, rows: BytesMut, n: usize) -> Result<(), EngineError> {
         let rows = rows.freeze();
         let mut unsent = Some(rows.clone());
-        let result = self.send_inner(rows, n, &mut unsent).await;
+        let result = match self.refused_for_good() {
+            Some(cause) => Err(EngineError::GaveUp(cause.to_owned())),
+            None => self.send_inner(rows, n, &mut unsent).await,
+        };
         if let (Err(e), Some(rows)) = (&result, unsent.take()) {
-            // Failed before the request was queued: the rows are refused with the reason,
-            // never dropped.
-            let message = format!("not sent: {e}");
+            // Failed before the request was queued: the rows are dead-lettered as not
+            // written, never dropped.
+            let cause = self.cause_of(e);
             let descriptor = self.encoder.descriptor().clone();
             for record in decode_all(&descriptor, &rows) {
-                self.refuse(RowError::new("", message.clone()), record)?;
+                self.refuse_as(Fate::NotWritten, &cause, record)?;
+            }
+            if self.mode == WriteMode::Batch {
+                // A pending stream missing rows must not be committed.
+                self.give_up(&cause, Vec::new())?;
             }
         }
         result
@@ -78,7 +86,14 @@ impl TableSink {
             }
         };
         *unsent = None;
-        self.inflight.push_back(InFlight { request, ack, permit: Some(permit), generation, sent_at: Instant::now() });
+        self.inflight.push_back(InFlight {
+            request,
+            ack,
+            permit: Some(permit),
+            generation,
+            sent_at: Instant::now(),
+            maybe_stored: false,
+        });
         if probe {
             self.settle_all().await?;
         }
@@ -129,7 +144,9 @@ impl TableSink {
         }
     }
 
-    /// Sends `request` (fresh) and waits for its answer within the deadline.
+    /// Sends `request` (fresh) and waits for its answer within the deadline. An attempt that
+    /// went out and ended without the server's own answer (no answer in time, a connection
+    /// that ended, an abort) marks the request as perhaps stored.
     pub(super) async fn round_trip(&mut self, f: &mut InFlight) -> Result<bqsink_transport::AppendAck, TransportError> {
         let ack = match f.ack.take() {
             Some(a) => a,
@@ -139,12 +156,36 @@ impl TableSink {
                     // the breaker still hears about this attempt without waiting on itself.
                     f.permit = self.try_permit().await;
                 }
+                if let Some(reason) = self.shared.abort.reason() {
+                    return Err(TransportError::StreamClosed(reason));
+                }
                 f.sent_at = Instant::now();
                 self.dispatch(f.request.clone()).await?
             }
         };
-        let remaining = self.retry.request_timeout.saturating_sub(f.sent_at.elapsed());
-        match tokio::time::timeout(remaining, ack).await {
+        let result = self.answer_of(ack, f.sent_at).await;
+        if matches!(&result, Err(e) if !matches!(e, TransportError::Append { .. })) {
+            f.maybe_stored = true;
+        }
+        result
+    }
+
+    /// The answer to an attempt sent at `sent_at`, within the deadline, unless aborted.
+    async fn answer_of(
+        &mut self,
+        ack: AckFuture,
+        sent_at: Instant,
+    ) -> Result<bqsink_transport::AppendAck, TransportError> {
+        let remaining = self.retry.request_timeout.saturating_sub(sent_at.elapsed());
+        let abort = self.shared.abort.clone();
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(remaining, ack) => answer,
+            reason = abort.fired() => {
+                self.drop_connection();
+                return Err(TransportError::StreamClosed(reason));
+            }
+        };
+        match answer {
             Ok(result) => result,
             Err(_) => {
                 warn!(table = %self.table, "no answer within {:?}; replacing the connection", self.retry.request_timeout);

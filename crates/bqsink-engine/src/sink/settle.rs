@@ -3,10 +3,8 @@
 
 use std::collections::VecDeque;
 
-use bqsink_core::RowError;
 use bqsink_transport::AckFuture;
 
-use super::refused::decode_request;
 use super::{EngineError, InFlight, TableSink};
 
 impl TableSink {
@@ -36,17 +34,14 @@ impl TableSink {
         let (rows, bytes) = (first.request.row_count() as u64, first.request.encoded_len() as u64);
         let mut work = VecDeque::from([first]);
         let result = self.settle_work(&mut work).await;
+        self.shared.metrics.sub_in_flight(rows, bytes);
         if let Err(e) = &result {
             // BigQuery could not take these rows within the retry policy: they are not lost,
-            // they are dead-lettered with the reason, and the caller hears about the failure.
-            let message = format!("not written after retries: {e}");
-            for f in work.drain(..) {
-                for record in decode_request(&f.request) {
-                    self.refuse(RowError::new("", message.clone()), record)?;
-                }
-            }
+            // every row the sink holds is dead-lettered with its fate, and the caller hears
+            // about the failure.
+            let work: Vec<InFlight> = work.drain(..).collect();
+            self.give_up(&self.cause_of(e), work)?;
         }
-        self.shared.metrics.sub_in_flight(rows, bytes);
         result
     }
 
@@ -61,15 +56,24 @@ impl TableSink {
         Ok(())
     }
 
-    pub(super) fn acknowledged(&mut self, f: &InFlight) {
+    pub(super) fn acknowledged(&mut self, f: &InFlight) -> Result<(), EngineError> {
         let rows = f.request.row_count() as u64;
         self.shared.metrics.record_batch(rows, f.request.encoded_len() as u64, f.sent_at.elapsed());
-        self.stats.rows_written += rows;
+        if self.mode == bqsink_core::WriteMode::Batch {
+            // Written only once committed; kept until then in case it never is.
+            self.stats.rows_pending += rows;
+            self.pending
+                .keep(f.request.descriptor(), f.request.rows(), f.request.row_count())
+                .map_err(|e| EngineError::GaveUp(format!("cannot keep the uncommitted rows on disk: {e}")))?;
+        } else {
+            self.stats.rows_written += rows;
+        }
         self.stats.bytes_written += f.request.encoded_len() as u64;
         self.stats.requests += 1;
         self.budget.deposit();
         if let Some(o) = f.request.offset() {
             self.acked_end = self.acked_end.max(o + rows as i64);
         }
+        Ok(())
     }
 }

@@ -4,8 +4,13 @@
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SinkStats {
-    /// Rows acknowledged by BigQuery.
+    /// Rows written: acknowledged by BigQuery (Streaming, ExactlyOnce), or committed (Batch).
     pub rows_written: u64,
+    /// Batch mode: rows acknowledged into the pending stream, not committed yet.
+    pub rows_pending: u64,
+    /// Rows dead-lettered as in doubt: sent, never acknowledged, perhaps in the table
+    /// (counted in `rows_refused` too).
+    pub rows_in_doubt: u64,
     /// Requests acknowledged.
     pub requests: u64,
     /// Bytes of acknowledged requests.
@@ -25,6 +30,8 @@ pub struct SinkStats {
 impl std::ops::AddAssign for SinkStats {
     fn add_assign(&mut self, s: SinkStats) {
         self.rows_written += s.rows_written;
+        self.rows_pending += s.rows_pending;
+        self.rows_in_doubt += s.rows_in_doubt;
         self.requests += s.requests;
         self.bytes_written += s.bytes_written;
         self.retries += s.retries;

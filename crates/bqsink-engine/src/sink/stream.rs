@@ -25,21 +25,44 @@ impl TableSink {
     /// Ends the stream after a [`TableSink::flush`]: finalizes it and, in Batch mode, commits
     /// it (so a caller can check the table in between, as WRITE_EMPTY does).
     pub async fn commit(&mut self) -> Result<(), EngineError> {
+        if let Some(cause) = self.refused_for_good() {
+            return Err(EngineError::GaveUp(cause.to_owned()));
+        }
         let Some(name) = self.write_stream.clone() else { return Ok(()) };
         match self.mode {
             WriteMode::Streaming => {}
             WriteMode::ExactlyOnce => {
-                self.client.finalize_write_stream(&name).await?;
+                self.unary(self.client.finalize_write_stream(&name)).await?;
             }
             WriteMode::Batch => {
-                let rows = self.client.finalize_write_stream(&name).await?;
-                if rows != self.acked_end {
-                    return Err(EngineError::Transport(TransportError::Protocol(format!(
-                        "the pending stream holds {rows} rows but {} were acknowledged; not committing",
-                        self.acked_end
-                    ))));
+                let finalized = match self.unary(self.client.finalize_write_stream(&name)).await {
+                    Ok(rows) if rows != self.acked_end => {
+                        Err(EngineError::Transport(TransportError::Protocol(format!(
+                            "the pending stream holds {rows} rows but {} were acknowledged; not committing",
+                            self.acked_end
+                        ))))
+                    }
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = finalized {
+                    // Not committed: every row of the stream is dead-lettered as such.
+                    self.give_up(&self.cause_of(&e), Vec::new())?;
+                    return Err(e);
                 }
-                self.client.batch_commit(&self.table, std::slice::from_ref(&name)).await?;
+                if let Err(e) = self.unary(self.client.batch_commit(&self.table, std::slice::from_ref(&name))).await {
+                    // A refusal commits nothing; a commit without an answer may have happened.
+                    let refused = matches!(&e, EngineError::Transport(t) if !t.is_retryable());
+                    let cause = self.cause_of(&e);
+                    if refused {
+                        self.give_up(&cause, Vec::new())?;
+                    } else {
+                        self.pending_in_doubt(&cause)?;
+                    }
+                    return Err(e);
+                }
+                self.stats.rows_written += std::mem::take(&mut self.stats.rows_pending);
+                self.pending.clear();
             }
         }
         self.write_stream = None;
@@ -47,6 +70,24 @@ impl TableSink {
         self.next_offset = 0;
         self.acked_end = 0;
         Ok(())
+    }
+
+    /// A unary call (finalize, commit) within the request deadline, given up on abort.
+    async fn unary<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, EngineError> {
+        let deadline = self.retry.request_timeout;
+        tokio::select! {
+            r = tokio::time::timeout(deadline, call) => match r {
+                Ok(r) => r.map_err(EngineError::Transport),
+                Err(_) => Err(EngineError::Transport(TransportError::Grpc {
+                    code: bqsink_transport::StatusCode::DeadlineExceeded,
+                    message: format!("no answer within {deadline:?}"),
+                })),
+            },
+            reason = self.shared.abort.fired() => Err(EngineError::GaveUp(reason)),
+        }
     }
 
     pub(super) async fn stream_name(&mut self) -> Result<String, TransportError> {

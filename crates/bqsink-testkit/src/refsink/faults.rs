@@ -48,6 +48,8 @@ struct Plan {
     fail: Option<(u64, Code, FailMode)>,
     delay: Duration,
     injected: u64,
+    /// Requests are processed but never answered.
+    answers_lost: bool,
 }
 
 /// How an injected reset ends the connection.
@@ -113,9 +115,21 @@ impl FaultHandle {
         self.inner.hang.send_replace(false);
     }
 
+    /// While on, AppendRows requests are processed as usual (their rows stored) but never
+    /// answered, like a proxy that stops passing answers back: the client cannot know its rows
+    /// are in the table.
+    pub fn lose_answers(&self, on: bool) {
+        self.plan().answers_lost = on;
+    }
+
+    pub(crate) fn answers_lost(&self) -> bool {
+        self.plan().answers_lost
+    }
+
     /// Turns every fault off (and releases held requests).
     pub fn clear(&self) {
         let mut plan = self.plan();
+        plan.answers_lost = false;
         plan.reset = None;
         plan.fail = None;
         plan.delay = Duration::ZERO;

@@ -409,6 +409,7 @@ impl Connection {
                 }
             }
             match self.handle(req) {
+                Outcome::Respond(_) if faults.answers_lost() => {}
                 Outcome::Respond(resp) => {
                     if resp.response.as_ref().is_some_and(|r| matches!(r, pb::append_rows_response::Response::Error(_)))
                     {

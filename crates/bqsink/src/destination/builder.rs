@@ -310,6 +310,7 @@ impl DestinationBuilder {
             breaker: CircuitBreaker::new(self.breaker)
                 .map_err(|e| ConfigError::new("circuit_breaker", e.to_string()))?,
             metrics: Arc::new(Metrics::new(mode == WriteMode::Streaming)),
+            abort: Default::default(),
         };
         let sink =
             TableSink::new(client, staging.clone().unwrap_or_else(|| table.clone()), descriptor, limits, self.retry)

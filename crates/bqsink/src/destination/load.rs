@@ -203,7 +203,7 @@ impl Destination {
                 // Rows already read are never dropped: after a failure they are refused with
                 // the reason.
                 Some(e) => {
-                    let message = format!("not sent: an earlier batch failed: {e}");
+                    let message = bqsink_engine::Fate::NotWritten.reason(&e.to_string());
                     let batches = rx.await.map_err(|_| encoders_gone())?;
                     for b in batches {
                         let (encoded, refused) = EncodedRows::from_batch(b);

@@ -141,7 +141,7 @@ impl Destination {
             // Refused before it was taken (fail fast while the breaker is open): kept with the
             // reason, and the caller hears why.
             let e = Error::from(e);
-            let message = format!("not sent: {e}");
+            let message = bqsink_engine::Fate::NotWritten.reason(&e.to_string());
             for (i, record) in chunk.into_records() {
                 let row = RowError::new("", message.clone()).at_row(base + i as u64);
                 self.refuse(row.clone(), Payload::Record(record))?;
