@@ -19,6 +19,7 @@ mod infer;
 mod input;
 mod interrupt;
 mod progress;
+mod resilience;
 mod settings;
 
 use settings::{FlagValue, Settings};
