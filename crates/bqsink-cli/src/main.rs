@@ -20,6 +20,7 @@ mod infer;
 mod input;
 mod interrupt;
 mod progress;
+mod resilience;
 mod settings;
 mod stop;
 

@@ -294,6 +294,36 @@ mod tests {
     }
 
     #[test]
+    fn the_resilience_properties_come_from_the_file() {
+        let file = tmp(
+            "resilience.toml",
+            "retry_max_attempts = 3\nretry_time_limit_ms = 20000\nrequest_timeout_ms = 2500\n\
+             max_request_bytes = 20000000\nmax_inflight_bytes = 40000000\nbreaker_when_open = \"fail_fast\"\n\
+             breaker_cool_down_ms = 500\nrate_limit_rows_per_second = 10000\ntable_rate_limit_bytes_per_second = 5000000\n",
+        );
+        let flags = [FlagValue::new("request_timeout_ms", "--request-timeout", 750)];
+        let s = resolve(Some(&file), &no_env, &flags).expect("resolves");
+        let c = &s.config;
+        assert_eq!((c.retry_max_attempts, c.retry_time_limit_ms, c.request_timeout_ms), (3, 20_000, 750));
+        assert_eq!((c.max_request_bytes, c.max_inflight_bytes), (20_000_000, 40_000_000));
+        assert_eq!(c.breaker_when_open, bqsink::BreakerWhenOpen::FailFast);
+        assert_eq!(c.breaker_cool_down_ms, 500);
+        assert_eq!((c.rate_limit_rows_per_second, c.table_rate_limit_bytes_per_second), (10_000, 5_000_000));
+        assert_eq!(c.retry_max_backoff_ms, bqsink::DestinationConfig::default().retry_max_backoff_ms);
+        assert_eq!(s.source("retry_time_limit_ms"), Source::File(file.clone()));
+        assert_eq!(s.source("request_timeout_ms"), Source::Flag("--request-timeout"));
+
+        let file =
+            tmp("too-large.toml", "project_id = \"p-123456\"\ndataset_id = \"d\"\nmax_request_bytes = 30000000\n");
+        let s = resolve(Some(&file), &no_env, &[]).expect("parses");
+        let e = s.config.validate().expect_err("over 20 MB");
+        assert_eq!(e.key, "max_request_bytes");
+        let file = tmp("zero.toml", "project_id = \"p-123456\"\ndataset_id = \"d\"\nretry_max_attempts = 0\n");
+        let e = resolve(Some(&file), &no_env, &[]).expect("parses").config.validate().expect_err("zero attempts");
+        assert_eq!(e.key, "retry_max_attempts");
+    }
+
+    #[test]
     fn a_bad_value_names_its_key_and_source() {
         let file = tmp("bad.toml", "create_disposition = \"CREATE_SOMETIMES\"\n");
         let err = resolve(Some(&file), &no_env, &[]).expect_err("bad value").to_string();

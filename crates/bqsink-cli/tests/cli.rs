@@ -342,6 +342,40 @@ fn an_unknown_config_key_names_the_closest_valid_one() {
 }
 
 #[test]
+fn config_shows_the_retry_flags_and_load_refuses_a_zero_limit() {
+    let out = bare()
+        .args(["config", "--project", "p-123456", "--dataset", "d", "--retry-time-limit", "1.5s"])
+        .args(["--request-timeout", "500ms"])
+        .output()
+        .expect("runs");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    let line = |key: &str| {
+        text.lines().find(|l| l.starts_with(&format!("{key} = "))).unwrap_or_else(|| panic!("no {key}: {text}"))
+    };
+    let limit = line("retry_time_limit_ms");
+    assert!(limit.contains("= 1500 ") && limit.ends_with("# flag --retry-time-limit"), "{limit}");
+    let timeout = line("request_timeout_ms");
+    assert!(timeout.contains("= 500 ") && timeout.ends_with("# flag --request-timeout"), "{timeout}");
+    assert!(line("max_request_bytes").contains("9500000") && line("max_request_bytes").ends_with("# default"));
+
+    let out = bare().args(["config", "--request-timeout", "30"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no unit"), "{}", stderr(&out));
+
+    for command in ["load", "segment"] {
+        let mut c = bare();
+        c.args([command, "--project", "p-123456", "--dataset", "d", "--retry-time-limit", "0s"]);
+        if command == "load" {
+            c.args(["--table", "t"]);
+        }
+        let out = c.arg("missing.ndjson").output().expect("runs");
+        assert_eq!(out.status.code(), Some(1), "{command}: {}", stderr(&out));
+        assert!(stderr(&out).contains("retry_time_limit_ms"), "{command}: {}", stderr(&out));
+    }
+}
+
+#[test]
 fn no_credentials_lists_the_three_ways() {
     let home = tmp_dir("nocreds");
     let out = bare()

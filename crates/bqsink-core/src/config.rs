@@ -37,6 +37,84 @@ pub const MAX_WORKER_COUNT: usize = 256;
 /// Largest accepted `batch_timeout_ms` (one hour).
 pub const MAX_BATCH_TIMEOUT_MS: u64 = 3_600_000;
 
+/// Attempts per request, the first included: enough to ride out a few connection resets or a
+/// backend restart at the default backoff, few enough that a permanent failure is reported.
+pub const DEFAULT_RETRY_MAX_ATTEMPTS: u32 = 10;
+/// Largest accepted `retry_max_attempts`.
+pub const MAX_RETRY_MAX_ATTEMPTS: u32 = 1_000;
+/// Wait before the first retry, in milliseconds: a reset connection is usually back at once; the
+/// wait doubles from here (with jitter).
+pub const DEFAULT_RETRY_INITIAL_BACKOFF_MS: u64 = 100;
+/// Longest wait between two retries, in milliseconds: caps the doubling so a long outage is
+/// probed every half minute.
+pub const DEFAULT_RETRY_MAX_BACKOFF_MS: u64 = 30_000;
+/// Largest accepted `retry_initial_backoff_ms` and `retry_max_backoff_ms` (ten minutes).
+pub const MAX_RETRY_BACKOFF_MS: u64 = 600_000;
+/// Time limit for one request, retries included, in milliseconds (five minutes): long enough to
+/// ride out a regional blip, short enough that a dead destination is reported. An interactive
+/// load may want seconds.
+pub const DEFAULT_RETRY_TIME_LIMIT_MS: u64 = 300_000;
+/// Largest accepted `retry_time_limit_ms` (one day).
+pub const MAX_RETRY_TIME_LIMIT_MS: u64 = 86_400_000;
+/// Deadline of one AppendRows round trip, in milliseconds: a 10 MB request on a slow link takes
+/// seconds, a hung server forever. A request without an answer by then is retried on a new
+/// connection.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 60_000;
+/// Largest accepted `request_timeout_ms` (one hour).
+pub const MAX_REQUEST_TIMEOUT_MS: u64 = 3_600_000;
+
+/// BigQuery's documented limit on one AppendRows request (20 MB). The largest accepted
+/// `max_request_bytes`; the request's header (stream name, writer schema) is taken out of it.
+pub const MAX_REQUEST_BYTES: usize = 20_000_000;
+/// Bytes of encoded rows per AppendRows request: 9.5 MB keeps a request, header included, under
+/// 10 MiB, which every server accepts — the local emulator bqemulator refuses requests over
+/// 10 MiB, while BigQuery takes up to [`MAX_REQUEST_BYTES`].
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 9_500_000;
+/// Smallest accepted `max_request_bytes`: smaller requests spend more on headers and round trips
+/// than they carry (and a row larger than a request is refused).
+pub const MIN_REQUEST_BYTES: usize = 1_024;
+/// Bytes of requests awaiting acknowledgement per sink (32 MiB): a few full requests, so memory
+/// stays bounded whatever the row size while the pipeline hides round-trip latency.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 32 * 1024 * 1024;
+/// Largest accepted `max_inflight_bytes` (64 GiB; a guard against a unit mistake).
+pub const MAX_INFLIGHT_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+
+/// Consecutive failed requests that open the circuit breaker: a handful, so one bad request or a
+/// single connection reset (both retried underneath) never stops the pipeline.
+pub const DEFAULT_BREAKER_FAILURE_THRESHOLD: u32 = 5;
+/// Percentage of failures among the recent `breaker_window` requests that opens the breaker: half
+/// the requests failing is an outage even when successes interleave.
+pub const DEFAULT_BREAKER_FAILURE_RATE_PERCENT: u32 = 50;
+/// Recent requests the failure rate is computed over.
+pub const DEFAULT_BREAKER_WINDOW: u32 = 20;
+/// Largest accepted `breaker_window` (the window is kept in memory, one entry per request).
+pub const MAX_BREAKER_WINDOW: u32 = 10_000;
+/// Requests in the window before the failure rate applies, so a cold start with one early failure
+/// does not read as 100 %.
+pub const DEFAULT_BREAKER_MIN_CALLS: u32 = 10;
+/// First open period of the breaker, in milliseconds: long enough for a backend restart or a
+/// connection drain to pass. It doubles each time the probe after it fails.
+pub const DEFAULT_BREAKER_COOL_DOWN_MS: u64 = 10_000;
+/// Longest open period, in milliseconds (ten minutes): the doubling stops here, so the breaker
+/// probes at least that often however long the outage lasts.
+pub const DEFAULT_BREAKER_MAX_COOL_DOWN_MS: u64 = 600_000;
+/// Open period after `RESOURCE_EXHAUSTED`, in milliseconds: BigQuery's quotas refill per ten
+/// seconds or per minute.
+pub const DEFAULT_BREAKER_QUOTA_COOL_DOWN_MS: u64 = 10_000;
+/// Largest accepted breaker cool-down (one day).
+pub const MAX_BREAKER_COOL_DOWN_MS: u64 = 86_400_000;
+
+/// What writes do while the circuit breaker is open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerWhenOpen {
+    /// Wait until the cool-down is over (backpressure; the default: nothing is refused).
+    #[default]
+    Wait,
+    /// Refuse new rows at once, saying how long to wait; rows already accepted are still retried.
+    FailFast,
+}
+
 /// How bqsink writes into one BigQuery table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -81,6 +159,45 @@ pub struct DestinationConfig {
     pub clustering_fields: Vec<String>,
     /// The write mode; default from `enable_streaming`.
     pub write_mode: Option<WriteMode>,
+    /// Attempts per request, the first included (`1`: never retry).
+    pub retry_max_attempts: u32,
+    /// Wait before the first retry, in milliseconds; doubles each retry, with jitter.
+    pub retry_initial_backoff_ms: u64,
+    /// Longest wait between two retries, in milliseconds.
+    pub retry_max_backoff_ms: u64,
+    /// Give up on a request this long after its first attempt, in milliseconds.
+    pub retry_time_limit_ms: u64,
+    /// Deadline of one AppendRows round trip, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Bytes of requests awaiting acknowledgement before writes wait.
+    pub max_inflight_bytes: usize,
+    /// Bytes of encoded rows per AppendRows request (at most 20 MB, BigQuery's limit; a row
+    /// larger than this is refused).
+    pub max_request_bytes: usize,
+    /// Consecutive failed requests that open the circuit breaker.
+    pub breaker_failure_threshold: u32,
+    /// Percentage (1–100) of failed requests among the last `breaker_window` that opens it.
+    pub breaker_failure_rate_percent: u32,
+    /// Recent requests the failure rate is computed over.
+    pub breaker_window: u32,
+    /// Requests in the window before the failure rate applies.
+    pub breaker_min_calls: u32,
+    /// First open period, in milliseconds; doubles after each failed probe.
+    pub breaker_cool_down_ms: u64,
+    /// Longest open period, in milliseconds.
+    pub breaker_max_cool_down_ms: u64,
+    /// Open period after `RESOURCE_EXHAUSTED`, in milliseconds.
+    pub breaker_quota_cool_down_ms: u64,
+    /// What writes do while the breaker is open: `wait` or `fail_fast`.
+    pub breaker_when_open: BreakerWhenOpen,
+    /// Rows per second for the destination (all its tables together); `0`: unlimited.
+    pub rate_limit_rows_per_second: u32,
+    /// Bytes of encoded rows per second for the destination; `0`: unlimited.
+    pub rate_limit_bytes_per_second: u32,
+    /// Rows per second for each table, on top of the destination's limit; `0`: unlimited.
+    pub table_rate_limit_rows_per_second: u32,
+    /// Bytes of encoded rows per second for each table; `0`: unlimited.
+    pub table_rate_limit_bytes_per_second: u32,
 }
 
 impl Default for DestinationConfig {
@@ -105,6 +222,25 @@ impl Default for DestinationConfig {
             require_partition_filter: false,
             clustering_fields: Vec::new(),
             write_mode: None,
+            retry_max_attempts: DEFAULT_RETRY_MAX_ATTEMPTS,
+            retry_initial_backoff_ms: DEFAULT_RETRY_INITIAL_BACKOFF_MS,
+            retry_max_backoff_ms: DEFAULT_RETRY_MAX_BACKOFF_MS,
+            retry_time_limit_ms: DEFAULT_RETRY_TIME_LIMIT_MS,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            breaker_failure_threshold: DEFAULT_BREAKER_FAILURE_THRESHOLD,
+            breaker_failure_rate_percent: DEFAULT_BREAKER_FAILURE_RATE_PERCENT,
+            breaker_window: DEFAULT_BREAKER_WINDOW,
+            breaker_min_calls: DEFAULT_BREAKER_MIN_CALLS,
+            breaker_cool_down_ms: DEFAULT_BREAKER_COOL_DOWN_MS,
+            breaker_max_cool_down_ms: DEFAULT_BREAKER_MAX_COOL_DOWN_MS,
+            breaker_quota_cool_down_ms: DEFAULT_BREAKER_QUOTA_COOL_DOWN_MS,
+            breaker_when_open: BreakerWhenOpen::Wait,
+            rate_limit_rows_per_second: 0,
+            rate_limit_bytes_per_second: 0,
+            table_rate_limit_rows_per_second: 0,
+            table_rate_limit_bytes_per_second: 0,
         }
     }
 }
@@ -178,6 +314,62 @@ impl DestinationConfig {
                 return Err(ConfigError::new("location", "cannot be empty; leave it out for BigQuery's default"));
             }
         }
+        self.validate_resilience()
+    }
+
+    /// Retries, deadlines, request sizes, the circuit breaker (rate limits take any value).
+    fn validate_resilience(&self) -> Result<(), ConfigError> {
+        range("retry_max_attempts", u64::from(self.retry_max_attempts), 1, u64::from(MAX_RETRY_MAX_ATTEMPTS))?;
+        range("retry_initial_backoff_ms", self.retry_initial_backoff_ms, 1, MAX_RETRY_BACKOFF_MS)?;
+        range("retry_max_backoff_ms", self.retry_max_backoff_ms, 1, MAX_RETRY_BACKOFF_MS)?;
+        if self.retry_max_backoff_ms < self.retry_initial_backoff_ms {
+            return Err(ConfigError::new(
+                "retry_max_backoff_ms",
+                format!(
+                    "{} is below retry_initial_backoff_ms ({}); it must be at least that",
+                    self.retry_max_backoff_ms, self.retry_initial_backoff_ms
+                ),
+            ));
+        }
+        range("retry_time_limit_ms", self.retry_time_limit_ms, 1, MAX_RETRY_TIME_LIMIT_MS)?;
+        range("request_timeout_ms", self.request_timeout_ms, 1, MAX_REQUEST_TIMEOUT_MS)?;
+        if self.max_request_bytes > MAX_REQUEST_BYTES {
+            return Err(ConfigError::new(
+                "max_request_bytes",
+                format!(
+                    "{} is over BigQuery's AppendRows limit; accepted: {MIN_REQUEST_BYTES}..={MAX_REQUEST_BYTES} (20 MB)",
+                    self.max_request_bytes
+                ),
+            ));
+        }
+        range("max_request_bytes", self.max_request_bytes as u64, MIN_REQUEST_BYTES as u64, MAX_REQUEST_BYTES as u64)?;
+        if self.max_inflight_bytes < self.max_request_bytes {
+            return Err(ConfigError::new(
+                "max_inflight_bytes",
+                format!(
+                    "{} is below max_request_bytes ({}); it must hold at least one full request",
+                    self.max_inflight_bytes, self.max_request_bytes
+                ),
+            ));
+        }
+        range("max_inflight_bytes", self.max_inflight_bytes as u64, 1, MAX_INFLIGHT_BYTES)?;
+        range("breaker_failure_threshold", u64::from(self.breaker_failure_threshold), 1, u64::from(u32::MAX))?;
+        range("breaker_failure_rate_percent", u64::from(self.breaker_failure_rate_percent), 1, 100)?;
+        range("breaker_window", u64::from(self.breaker_window), 1, u64::from(MAX_BREAKER_WINDOW))?;
+        range("breaker_min_calls", u64::from(self.breaker_min_calls), 1, u64::from(self.breaker_window))?;
+        range("breaker_cool_down_ms", self.breaker_cool_down_ms, 1, MAX_BREAKER_COOL_DOWN_MS)?;
+        range("breaker_quota_cool_down_ms", self.breaker_quota_cool_down_ms, 1, MAX_BREAKER_COOL_DOWN_MS)?;
+        let least = self.breaker_cool_down_ms.max(self.breaker_quota_cool_down_ms);
+        if self.breaker_max_cool_down_ms < least {
+            return Err(ConfigError::new(
+                "breaker_max_cool_down_ms",
+                format!(
+                    "{} is below breaker_cool_down_ms or breaker_quota_cool_down_ms; it must be at least {least}",
+                    self.breaker_max_cool_down_ms
+                ),
+            ));
+        }
+        range("breaker_max_cool_down_ms", self.breaker_max_cool_down_ms, 1, MAX_BREAKER_COOL_DOWN_MS)?;
         Ok(())
     }
 }
@@ -243,5 +435,52 @@ mod tests {
         check(&|c| c.require_partition_filter = true, "require_partition_filter");
         check(&|c| c.write_disposition = WriteDisposition::WriteTruncate, "write_disposition");
         check(&|c| c.location = Some(" ".into()), "location");
+        check(&|c| c.retry_max_attempts = 0, "retry_max_attempts");
+        check(&|c| c.retry_initial_backoff_ms = 0, "retry_initial_backoff_ms");
+        check(&|c| c.retry_max_backoff_ms = 50, "retry_max_backoff_ms");
+        check(&|c| c.retry_time_limit_ms = 0, "retry_time_limit_ms");
+        check(&|c| c.request_timeout_ms = 0, "request_timeout_ms");
+        check(&|c| c.max_request_bytes = MAX_REQUEST_BYTES + 1, "max_request_bytes");
+        check(&|c| c.max_request_bytes = 10, "max_request_bytes");
+        check(&|c| c.max_inflight_bytes = 1_000_000, "max_inflight_bytes");
+        check(&|c| c.breaker_failure_threshold = 0, "breaker_failure_threshold");
+        check(&|c| c.breaker_failure_rate_percent = 101, "breaker_failure_rate_percent");
+        check(&|c| c.breaker_window = 0, "breaker_window");
+        check(&|c| c.breaker_min_calls = 21, "breaker_min_calls");
+        check(&|c| c.breaker_cool_down_ms = 0, "breaker_cool_down_ms");
+        check(&|c| c.breaker_max_cool_down_ms = 5_000, "breaker_max_cool_down_ms");
+    }
+
+    #[test]
+    fn resilience_defaults_match_the_documented_constants() {
+        let c = DestinationConfig::new("my-project", "analytics", "events");
+        assert_eq!(c.retry_max_attempts, DEFAULT_RETRY_MAX_ATTEMPTS);
+        assert_eq!((c.retry_initial_backoff_ms, c.retry_max_backoff_ms), (100, 30_000));
+        assert_eq!(c.retry_time_limit_ms, 300_000);
+        assert_eq!(c.request_timeout_ms, 60_000);
+        assert_eq!(c.max_request_bytes, 9_500_000);
+        assert_eq!(c.max_inflight_bytes, DEFAULT_MAX_INFLIGHT_BYTES);
+        assert_eq!(c.breaker_when_open, BreakerWhenOpen::Wait);
+        assert_eq!((c.rate_limit_rows_per_second, c.table_rate_limit_bytes_per_second), (0, 0));
+    }
+
+    #[test]
+    fn reads_the_resilience_properties() {
+        let c = DestinationConfig::from_json(
+            r#"{"project_id":"p-1234","dataset_id":"d","retry_max_attempts":3,"retry_time_limit_ms":2000,
+                "request_timeout_ms":500,"max_request_bytes":20000000,"max_inflight_bytes":40000000,
+                "breaker_when_open":"fail_fast","breaker_cool_down_ms":100,"rate_limit_rows_per_second":5000,
+                "table_rate_limit_bytes_per_second":1000000}"#,
+        )
+        .expect("valid config");
+        assert_eq!((c.retry_max_attempts, c.retry_time_limit_ms, c.request_timeout_ms), (3, 2_000, 500));
+        assert_eq!((c.max_request_bytes, c.max_inflight_bytes), (20_000_000, 40_000_000));
+        assert_eq!(c.breaker_when_open, BreakerWhenOpen::FailFast);
+        assert_eq!((c.rate_limit_rows_per_second, c.table_rate_limit_bytes_per_second), (5_000, 1_000_000));
+        assert_eq!(c.validate(), Ok(()));
+        let e = DestinationConfig { max_request_bytes: 20_000_001, ..c }.validate().expect_err("over 20 MB");
+        assert_eq!(e.key, "max_request_bytes");
+        assert!(e.message.contains("20000000"), "{e}");
+        assert!(DestinationConfig::from_json(r#"{"breaker_when_open":"sometimes"}"#).is_err());
     }
 }

@@ -12,7 +12,7 @@ pub mod table;
 pub mod value;
 
 pub use civil::{Date, DateTime, Time, Timestamp};
-pub use config::DestinationConfig;
+pub use config::{BreakerWhenOpen, DestinationConfig};
 pub use decimal::{Decimal, DecimalShape};
 pub use error::{ConfigError, RowError, SchemaError, ValueError};
 pub use scalar::{coerce_scalar, Coerced, Scalar};

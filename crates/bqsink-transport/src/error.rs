@@ -168,7 +168,7 @@ pub enum TransportError {
     /// No credentials, or the token could not be fetched.
     #[error("authentication failed: {0}")]
     Auth(String),
-    /// A request would exceed the 10 MB AppendRows limit.
+    /// A request would exceed the 20 MB AppendRows limit.
     #[error("request of {bytes} bytes exceeds the AppendRows limit of {limit} bytes")]
     TooLarge {
         /// Size of the request.

@@ -12,8 +12,10 @@ use crate::descriptor::RowDescriptor;
 use crate::error::TransportError;
 use crate::wire::{put_len_bytes, put_varint, varint_len, Tag, WIRE_LEN, WIRE_VARINT};
 
-/// BigQuery's limit on one AppendRows request.
-pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
+/// BigQuery's documented limit on one AppendRows request (20 MB): the hard cap on what a user may
+/// configure. The default request stays under 10 MiB (see
+/// [`bqsink_core::config::DEFAULT_MAX_REQUEST_BYTES`]), which bqemulator also accepts.
+pub const MAX_REQUEST_BYTES: usize = bqsink_core::config::MAX_REQUEST_BYTES;
 /// Room left in a request for its header (stream name, writer schema).
 pub const HEADER_RESERVE_BYTES: usize = 256 * 1024;
 /// Identifies the client in `trace_id`.

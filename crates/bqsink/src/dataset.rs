@@ -36,6 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::connect::resolve_auth;
 use crate::dlq_flush::flush_dead_letters;
+use crate::resilience;
 use crate::summary::Summary;
 use crate::Error;
 
@@ -100,6 +101,10 @@ struct Cached {
 }
 
 /// Builds a [`DatasetWriter`].
+///
+/// Retries, deadlines, request sizes, the circuit breaker and the rate limits come from the
+/// configuration's properties (see [`DestinationConfig`]); [`retry_policy`](Self::retry_policy)
+/// wins over the `retry_*` and `request_timeout_ms` properties.
 #[derive(Default)]
 pub struct DatasetWriterBuilder {
     config: DestinationConfig,
@@ -110,7 +115,8 @@ pub struct DatasetWriterBuilder {
     partitioning: Option<TimePartitioning>,
     base: Option<BaseSchema>,
     dlq: Option<Arc<dyn DeadLetterQueue>>,
-    retry: RetryPolicy,
+    /// Set by `retry_policy`; wins over the configuration's `retry_*` and `request_timeout_ms`.
+    retry: Option<RetryPolicy>,
     pool_size: Option<usize>,
 }
 
@@ -624,9 +630,10 @@ impl DatasetWriterBuilder {
         self.dlq = Some(q);
         self
     }
-    /// Retries.
+    /// Retries; wins over the configuration's `retry_max_attempts`, `retry_initial_backoff_ms`,
+    /// `retry_max_backoff_ms`, `retry_time_limit_ms` and `request_timeout_ms`.
     pub fn retry_policy(mut self, v: RetryPolicy) -> Self {
-        self.retry = v;
+        self.retry = Some(v);
         self
     }
     /// Write mode for every table.
@@ -668,23 +675,21 @@ impl DatasetWriterBuilder {
         let client = WriteClient::connect(&endpoints, auth).await?;
         let mode = config.effective_write_mode();
         let shared = Shared {
-            limiters: Arc::new(RateLimiters::new(Default::default(), None)),
-            breaker: CircuitBreaker::new(Default::default())
+            limiters: Arc::new(RateLimiters::new(
+                resilience::rate_limit(&config),
+                resilience::table_rate_limit(&config),
+            )),
+            breaker: CircuitBreaker::new(resilience::breaker_config(&config))
                 .map_err(|e| bqsink_core::ConfigError::new("circuit_breaker", e.to_string()))?,
             metrics: Arc::new(Metrics::new(mode == WriteMode::Streaming)),
             abort: Default::default(),
         };
-        let limits =
-            BatchLimits::default().with_max_rows(config.batch_size).with_max_inflight(config.max_concurrent_batches);
-        let router = Router::new(
-            client,
-            mode,
-            self.pool_size.unwrap_or(bqsink_engine::pool::DEFAULT_POOL_SIZE),
-            limits,
-            self.retry,
-        )
-        .with_shared(shared.clone())
-        .with_dead_letters(self.dlq.clone());
+        let limits = resilience::batch_limits(&config);
+        let retry = self.retry.unwrap_or_else(|| resilience::retry_policy(&config));
+        let router =
+            Router::new(client, mode, self.pool_size.unwrap_or(bqsink_engine::pool::DEFAULT_POOL_SIZE), limits, retry)
+                .with_shared(shared.clone())
+                .with_dead_letters(self.dlq.clone());
         let timeout = Duration::from_millis(config.batch_timeout_ms);
         let inner = Arc::new(Inner {
             project: config.project_id.clone(),

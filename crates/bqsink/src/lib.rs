@@ -3,7 +3,7 @@
 //! # Module layout
 //!
 //! Dependencies between the modules point one way; each uses only modules before it here:
-//! `error` ← `connect` ← `summary` ← `dlq_flush` ← `admin` ← `destination` ← `blocking` ←
+//! `error` ← `resilience` ← `connect` ← `summary` ← `dlq_flush` ← `admin` ← `destination` ← `blocking` ←
 //! `dlq_table` ← `health` ← `dataset` ← `segment`. The dead-letter table writes through a
 //! destination of its own, so it hands `DestinationBuilder` the function that opens it rather
 //! than the builder calling up into it.
@@ -18,6 +18,7 @@ mod dlq_flush;
 pub mod dlq_table;
 mod error;
 mod health;
+mod resilience;
 pub mod segment;
 mod summary;
 
@@ -40,7 +41,7 @@ pub use bqsink_core::{
     civil, Clustering, ConfigError, CreateDisposition, Date, DateTime, Decimal, Field, FieldType, Mode, PartitionType,
     Record, RowError, Schema, SchemaError, TableRef, Time, TimePartitioning, Timestamp, Value, WriteDisposition,
 };
-pub use bqsink_core::{DestinationConfig, WriteMode};
+pub use bqsink_core::{BreakerWhenOpen, DestinationConfig, WriteMode};
 pub use bqsink_engine::breaker::{BreakerState, CircuitBreakerConfig, WhenOpen};
 pub use bqsink_engine::dlq;
 pub use bqsink_engine::limiter::RateLimitConfig;

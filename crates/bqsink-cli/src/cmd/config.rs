@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 
 use super::out;
 use crate::errors::{explain, Context, Needs};
+use crate::resilience::RetryArgs;
 use crate::settings::{self, FlagValue};
 use crate::Global;
 
@@ -28,6 +29,9 @@ pub(crate) struct ConfigArgs {
     /// Include this table
     #[arg(long, short = 't', value_name = "ID")]
     pub(crate) table: Option<String>,
+    /// The retry flags `load` and `segment` take, to see their effect
+    #[command(flatten)]
+    pub(crate) retry: RetryArgs,
 }
 
 pub(crate) fn run(args: ConfigArgs, global: &Global) -> anyhow::Result<ExitCode> {
@@ -35,6 +39,7 @@ pub(crate) fn run(args: ConfigArgs, global: &Global) -> anyhow::Result<ExitCode>
     if let Some(t) = &args.table {
         flags.push(FlagValue::new("table_id", "--table", t));
     }
+    args.retry.push_flags(&mut flags);
     let settings = global.settings(flags)?;
     let values = serde_json::to_value(&settings.config)?;
     let mut lines: Vec<(String, String)> = Vec::new();

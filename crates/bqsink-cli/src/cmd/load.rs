@@ -16,6 +16,7 @@ use crate::errors::{explain, Context, Needs};
 use crate::input::{self, Format, Input, Item, Position, Unit};
 use crate::interrupt::Interrupt;
 use crate::progress::{Counters, Progress, Style, Total};
+use crate::resilience::RetryArgs;
 use crate::settings::{FlagValue, Settings};
 use crate::{Global, EXIT_SOME_ROWS_FAILED};
 
@@ -135,6 +136,8 @@ pub(crate) struct LoadArgs {
     /// Append rows that cannot be written, with the reason, to this NDJSON file
     #[arg(long, value_name = "PATH")]
     pub(crate) dlq: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) retry: RetryArgs,
     /// Seconds between progress lines on stderr when it is not a terminal
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub(crate) progress_interval: f64,
@@ -178,6 +181,7 @@ impl LoadArgs {
         if let Some(v) = self.batch_size {
             f.push(FlagValue::new("batch_size", "--batch-size", v));
         }
+        self.retry.push_flags(&mut f);
         f
     }
 }

@@ -27,6 +27,7 @@ use crate::errors::{explain, Context, Needs};
 use crate::input::{self, Input, Line, Position, Unit};
 use crate::interrupt::Interrupt;
 use crate::progress::{Counters, Progress, Style, Total};
+use crate::resilience::RetryArgs;
 use crate::settings::FlagValue;
 use crate::Global;
 
@@ -72,6 +73,8 @@ pub(crate) struct SegmentArgs {
     /// Write track calls to `tracks` only, not also to one table per event
     #[arg(long)]
     pub(crate) no_event_tables: bool,
+    #[command(flatten)]
+    pub(crate) retry: RetryArgs,
     /// Seconds between progress lines on stderr when it is not a terminal
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub(crate) progress_interval: f64,
@@ -91,6 +94,7 @@ impl SegmentArgs {
         if let Some(v) = self.batch_size {
             f.push(FlagValue::new("batch_size", "--batch-size", v));
         }
+        self.retry.push_flags(&mut f);
         f
     }
 }

@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bqsink_core::{Record, RowError};
-use bqsink_transport::request::HEADER_RESERVE_BYTES;
-use bqsink_transport::{RowDescriptor, RowEncoder, MAX_REQUEST_BYTES};
+use bqsink_transport::{RowDescriptor, RowEncoder};
 
 use super::refused::decode_one;
 use super::{EngineError, TableSink};
@@ -110,14 +109,15 @@ impl TableSink {
     }
 
     /// Accepts the row just appended to the batch buffer at `row_start`: refuses it when it is
-    /// over the request limit, cuts the batch into a request when it is full.
+    /// over the configured request size, cuts the batch into a request when it is full.
     async fn place_row(&mut self, row_start: usize) -> Result<Option<RowError>, EngineError> {
         let row_len = self.buf.len() - row_start;
-        if row_len > MAX_REQUEST_BYTES - HEADER_RESERVE_BYTES {
+        if row_len > self.limits.max_bytes {
             self.buf.truncate(row_start);
+            let limit = self.limits.max_bytes;
             let e = RowError::new(
                 "",
-                format!("the row is {row_len} bytes encoded, over the AppendRows request limit of {MAX_REQUEST_BYTES} bytes"),
+                format!("the row is {row_len} bytes encoded, over the request size limit of {limit} bytes (max_request_bytes)"),
             );
             return Ok(Some(e));
         }

@@ -5,13 +5,14 @@ use bqsink_transport::MAX_REQUEST_BYTES;
 
 /// Default rows per request.
 pub const DEFAULT_BATCH_ROWS: usize = 10_000;
-/// Default bytes of rows per request: below the 10 MB AppendRows limit with room for the header.
-pub const DEFAULT_BATCH_BYTES: usize = 9_500_000;
+/// Default bytes of rows per request: below 10 MiB with room for the header (see
+/// [`bqsink_core::config::DEFAULT_MAX_REQUEST_BYTES`]).
+pub const DEFAULT_BATCH_BYTES: usize = bqsink_core::config::DEFAULT_MAX_REQUEST_BYTES;
 /// Default requests awaiting acknowledgement per stream.
 pub const DEFAULT_MAX_INFLIGHT: usize = 4;
 /// Default bytes of requests awaiting acknowledgement per sink: a few full requests, so memory
 /// stays bounded whatever the row size.
-pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 32 * 1024 * 1024;
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = bqsink_core::config::DEFAULT_MAX_INFLIGHT_BYTES;
 
 /// When a batch is cut into a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,6 +22,7 @@ use super::table::{create_staging, table_spec};
 use super::write::batch_timer;
 use super::{Destination, Inner};
 use crate::connect::{auto_table_management_from_env, resolve_auth};
+use crate::resilience;
 use crate::Error;
 
 /// Opens a dead-letter table, given a builder for it. Supplied by `dlq_table` with the table's
@@ -42,6 +43,15 @@ impl std::fmt::Debug for DeadLetterTable {
 }
 
 /// Builds a [`Destination`].
+///
+/// Retries, deadlines, request sizes, the circuit breaker and the rate limits come from the
+/// configuration's properties (`retry_max_attempts`, `retry_time_limit_ms`, `request_timeout_ms`,
+/// `max_request_bytes`, `breaker_*`, `rate_limit_*`, …; see [`DestinationConfig`]). A builder
+/// method that sets one of these policies as a whole — [`retry_policy`](Self::retry_policy),
+/// [`max_batch_bytes`](Self::max_batch_bytes), [`circuit_breaker`](Self::circuit_breaker),
+/// [`rate_limit`](Self::rate_limit), [`table_rate_limit`](Self::table_rate_limit) — wins over the
+/// corresponding properties, whatever the order of the calls; the configuration still validates
+/// them.
 #[derive(Debug, Default)]
 pub struct DestinationBuilder {
     config: DestinationConfig,
@@ -52,8 +62,23 @@ pub struct DestinationBuilder {
     dlq_path: Option<PathBuf>,
     /// Set by `dead_letter_table`, which lives next to the table queue in `dlq_table`.
     dlq_table: Option<DeadLetterTable>,
-    retry: RetryPolicy,
+    /// Set by `retry_policy`; wins over the configuration's `retry_*` and `request_timeout_ms`.
+    retry: Option<RetryPolicy>,
+    /// Set by `max_batch_bytes`; wins over the configuration's `max_request_bytes`.
     max_batch_bytes: Option<usize>,
+    /// Set by `circuit_breaker`; wins over the configuration's `breaker_*`.
+    breaker: Option<CircuitBreakerConfig>,
+    /// Set by `rate_limit`; wins over the configuration's `rate_limit_*`.
+    rate_limit: Option<RateLimitConfig>,
+    /// Set by `table_rate_limit`; wins over the configuration's `table_rate_limit_*`.
+    table_rate_limit: Option<RateLimitConfig>,
+}
+
+/// The engine's policies for a destination: its configuration's, or what a builder method set.
+#[derive(Debug)]
+struct Policies {
+    retry: RetryPolicy,
+    limits: BatchLimits,
     breaker: CircuitBreakerConfig,
     rate_limit: RateLimitConfig,
     table_rate_limit: Option<RateLimitConfig>,
@@ -150,7 +175,8 @@ impl DestinationBuilder {
         self.config.batch_timeout_ms = timeout.as_millis().max(1) as u64;
         self
     }
-    /// Bytes of rows per request (capped below BigQuery's 10 MB request limit).
+    /// Bytes of rows per request (capped below BigQuery's 20 MB request limit); wins over the
+    /// configuration's `max_request_bytes`.
     pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
         self.max_batch_bytes = Some(bytes);
         self
@@ -160,23 +186,27 @@ impl DestinationBuilder {
         self.config.max_concurrent_batches = n;
         self
     }
-    /// Retry policy for temporary failures.
+    /// Retry policy for temporary failures; wins over the configuration's `retry_max_attempts`,
+    /// `retry_initial_backoff_ms`, `retry_max_backoff_ms`, `retry_time_limit_ms` and
+    /// `request_timeout_ms`.
     pub fn retry_policy(mut self, v: RetryPolicy) -> Self {
-        self.retry = v;
+        self.retry = Some(v);
         self
     }
     /// Circuit breaker settings (default: opens after 5 straight or 50% failures, cools down
-    /// 10 s to 10 min; writes wait while it is open).
+    /// 10 s to 10 min; writes wait while it is open); wins over the configuration's `breaker_*`.
     pub fn circuit_breaker(mut self, v: CircuitBreakerConfig) -> Self {
-        self.breaker = v;
+        self.breaker = Some(v);
         self
     }
-    /// Rows/s and bytes/s for the destination (default unlimited).
+    /// Rows/s and bytes/s for the destination (default unlimited); wins over the configuration's
+    /// `rate_limit_rows_per_second` and `rate_limit_bytes_per_second`.
     pub fn rate_limit(mut self, v: RateLimitConfig) -> Self {
-        self.rate_limit = v;
+        self.rate_limit = Some(v);
         self
     }
-    /// Rows/s and bytes/s for each table, on top of the destination's.
+    /// Rows/s and bytes/s for each table, on top of the destination's; wins over the
+    /// configuration's `table_rate_limit_rows_per_second` and `table_rate_limit_bytes_per_second`.
     pub fn table_rate_limit(mut self, v: RateLimitConfig) -> Self {
         self.table_rate_limit = Some(v);
         self
@@ -208,11 +238,28 @@ impl DestinationBuilder {
         &self.config
     }
 
+    /// The policies in effect: each from the configuration unless a builder method set it.
+    fn policies(&self) -> Policies {
+        let c = &self.config;
+        let mut limits = resilience::batch_limits(c);
+        if let Some(b) = self.max_batch_bytes {
+            limits = limits.with_max_bytes(b);
+        }
+        Policies {
+            retry: self.retry.clone().unwrap_or_else(|| resilience::retry_policy(c)),
+            limits,
+            breaker: self.breaker.clone().unwrap_or_else(|| resilience::breaker_config(c)),
+            rate_limit: self.rate_limit.unwrap_or_else(|| resilience::rate_limit(c)),
+            table_rate_limit: self.table_rate_limit.or_else(|| resilience::table_rate_limit(c)),
+        }
+    }
+
     /// Checks the settings, connects, creates the dataset and table when missing (and allowed),
     /// and returns a destination ready to write.
     pub async fn build(self) -> Result<Destination, Error> {
+        self.config.validate()?;
+        let policies = self.policies();
         let config = self.config;
-        config.validate()?;
         if config.table_id.is_empty() {
             return Err(ConfigError::new("table_id", "is required").into());
         }
@@ -277,11 +324,6 @@ impl DestinationBuilder {
         let staging = if truncate { Some(create_staging(&rest, &table).await?) } else { None };
         let descriptor = RowDescriptor::new(&schema)?;
         let client = WriteClient::connect(&endpoints, auth.clone()).await?;
-        let mut limits =
-            BatchLimits::default().with_max_rows(config.batch_size).with_max_inflight(config.max_concurrent_batches);
-        if let Some(b) = self.max_batch_bytes {
-            limits = limits.with_max_bytes(b);
-        }
         let dlq =
             match (self.dlq, self.dlq_path, self.dlq_table) {
                 (Some(q), _, _) => Some(q),
@@ -306,17 +348,22 @@ impl DestinationBuilder {
                 (None, None, None) => None,
             };
         let shared = Shared {
-            limiters: Arc::new(RateLimiters::new(self.rate_limit, self.table_rate_limit)),
-            breaker: CircuitBreaker::new(self.breaker)
+            limiters: Arc::new(RateLimiters::new(policies.rate_limit, policies.table_rate_limit)),
+            breaker: CircuitBreaker::new(policies.breaker)
                 .map_err(|e| ConfigError::new("circuit_breaker", e.to_string()))?,
             metrics: Arc::new(Metrics::new(mode == WriteMode::Streaming)),
             abort: Default::default(),
         };
-        let sink =
-            TableSink::new(client, staging.clone().unwrap_or_else(|| table.clone()), descriptor, limits, self.retry)
-                .with_mode(mode)
-                .with_dead_letters(dlq.clone())
-                .with_shared(shared.clone());
+        let sink = TableSink::new(
+            client,
+            staging.clone().unwrap_or_else(|| table.clone()),
+            descriptor,
+            policies.limits,
+            policies.retry,
+        )
+        .with_mode(mode)
+        .with_dead_letters(dlq.clone())
+        .with_shared(shared.clone());
         let timeout = Duration::from_millis(config.batch_timeout_ms);
         let encoders = EncoderPool::new(config.worker_count)
             .map_err(|e| Error::DeadLetter(format!("cannot start the encoding threads: {e}")))?;
@@ -370,6 +417,74 @@ mod tests {
         assert_eq!(c.effective_write_mode(), WriteMode::ExactlyOnce);
         assert_eq!(c.location.as_deref(), Some("EU"));
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_configuration_becomes_the_policies() {
+        let mut c = DestinationConfig::new("p-123456", "d", "t");
+        c.retry_max_attempts = 4;
+        c.retry_time_limit_ms = 1_500;
+        c.request_timeout_ms = 500;
+        c.max_request_bytes = 15_000_000;
+        c.max_inflight_bytes = 40_000_000;
+        c.breaker_failure_threshold = 3;
+        c.breaker_cool_down_ms = 250;
+        c.breaker_when_open = bqsink_core::BreakerWhenOpen::FailFast;
+        c.rate_limit_rows_per_second = 2_000;
+        c.table_rate_limit_bytes_per_second = 1_000_000;
+        let p = DestinationBuilder::from_config(c).policies();
+        assert_eq!(p.retry.max_attempts, 4);
+        assert_eq!(p.retry.max_elapsed, Duration::from_millis(1_500));
+        assert_eq!(p.retry.request_timeout, Duration::from_millis(500));
+        assert_eq!((p.limits.max_bytes, p.limits.max_inflight_bytes), (15_000_000, 40_000_000));
+        assert_eq!((p.breaker.failure_threshold, p.breaker.cool_down), (3, Duration::from_millis(250)));
+        assert_eq!(p.breaker.when_open, bqsink_engine::breaker::WhenOpen::FailFast);
+        assert_eq!(p.rate_limit.rows_per_second.map(|n| n.get()), Some(2_000));
+        let table = p.table_rate_limit.expect("a per-table limit");
+        assert_eq!((table.rows_per_second, table.bytes_per_second.map(|n| n.get())), (None, Some(1_000_000)));
+
+        // Unset, every policy is the engine's default.
+        let p = Destination::builder().policies();
+        assert_eq!(p.retry, RetryPolicy::default());
+        assert_eq!(
+            p.limits,
+            BatchLimits::default()
+                .with_max_rows(DestinationConfig::default().batch_size)
+                .with_max_inflight(DestinationConfig::default().max_concurrent_batches)
+        );
+        assert_eq!(p.breaker, CircuitBreakerConfig::default());
+        assert!(p.rate_limit.is_unlimited() && p.table_rate_limit.is_none());
+    }
+
+    #[test]
+    fn builder_methods_win_over_the_configuration() {
+        let mut c = DestinationConfig::new("p-123456", "d", "t");
+        c.retry_max_attempts = 4;
+        c.max_request_bytes = 15_000_000;
+        c.breaker_failure_threshold = 3;
+        c.rate_limit_rows_per_second = 2_000;
+        c.table_rate_limit_rows_per_second = 100;
+        let retry = RetryPolicy::none().with_request_timeout(Duration::from_secs(7));
+        let p = DestinationBuilder::from_config(c)
+            .retry_policy(retry.clone())
+            .max_batch_bytes(1_000_000)
+            .circuit_breaker(CircuitBreakerConfig::default())
+            .rate_limit(RateLimitConfig::unlimited().with_bytes_per_second(10))
+            .table_rate_limit(RateLimitConfig::unlimited())
+            .policies();
+        assert_eq!(p.retry, retry);
+        assert_eq!(p.limits.max_bytes, 1_000_000);
+        assert_eq!(p.breaker.failure_threshold, CircuitBreakerConfig::default().failure_threshold);
+        assert_eq!((p.rate_limit.rows_per_second, p.rate_limit.bytes_per_second.map(|n| n.get())), (None, Some(10)));
+        assert_eq!(p.table_rate_limit, Some(RateLimitConfig::unlimited()));
+    }
+
+    #[tokio::test]
+    async fn bad_resilience_settings_fail_before_any_connection() {
+        let mut c = DestinationConfig::new("p-123456", "d", "t");
+        c.max_request_bytes = 25_000_000;
+        let err = DestinationBuilder::from_config(c).build().await;
+        assert!(matches!(err, Err(Error::Config(ref e)) if e.key == "max_request_bytes"), "{err:?}");
     }
 
     #[tokio::test]
