@@ -14,13 +14,14 @@ use clap::Parser;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod cmd;
-mod duration;
 mod errors;
+mod failpoint;
 mod infer;
 mod input;
 mod interrupt;
 mod progress;
 mod resilience;
+mod resume;
 mod settings;
 mod stop;
 

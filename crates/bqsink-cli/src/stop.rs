@@ -2,21 +2,12 @@
 //! one (or the grace period's end) makes the writer give up on the rows in flight, which are
 //! then dead-lettered with their fate and counted in the summary.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use crate::interrupt::Interrupt;
 
-/// `--grace-period`: how long the rows in flight may take after a stop request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct GracePeriod(pub(crate) Duration);
-
-impl FromStr for GracePeriod {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        crate::duration::parse(s).map(GracePeriod)
-    }
-}
+/// `--grace-period`'s default: well under the 30 s Kubernetes waits between SIGTERM and SIGKILL.
+pub(crate) const DEFAULT_GRACE_PERIOD: &str = "20s";
 
 /// Wires `abort` to the process's signals for the length of a load; abort the returned task
 /// when the load is over.

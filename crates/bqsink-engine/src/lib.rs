@@ -3,6 +3,7 @@
 
 pub mod abort;
 pub mod breaker;
+pub mod checkpoint;
 pub mod dlq;
 pub mod limiter;
 pub mod metrics;
@@ -13,9 +14,10 @@ pub mod sink;
 pub mod workers;
 
 pub use abort::Abort;
+pub use checkpoint::Checkpoint;
 pub use dlq::{Callback, Channel, DeadLetter, DeadLetterQueue, Fate, NdjsonFile, Payload, Reason};
 pub use pool::ConnectionPool;
 pub use retry::RetryPolicy;
 pub use router::Router;
-pub use sink::{BatchLimits, EngineError, SinkStats, TableSink};
+pub use sink::{BatchLimits, EngineError, Settled, SinkStats, TableSink};
 pub use workers::{EncodedRows, EncoderPool};

@@ -72,6 +72,13 @@ impl<R: Read> Chunker<R> {
         }
     }
 
+    /// The same chunker numbering lines from `line` (1-based): for an input read from the
+    /// middle, as a resumed load does.
+    pub fn starting_at_line(mut self, line: u64) -> Self {
+        self.next_line = line.max(1);
+        self
+    }
+
     /// The CSV header record (raw bytes, without its line end), read before the first chunk;
     /// `None` for an empty input or another format.
     pub fn csv_header(&mut self) -> io::Result<Option<Vec<u8>>> {

@@ -30,7 +30,7 @@ pub use bqsink_formats::Format;
 pub use bqsink_schema::SegmentOptions;
 pub use bqsink_transport::UnknownFields;
 pub use dataset::{DatasetWriter, DatasetWriterBuilder};
-pub use destination::{Destination, DestinationBuilder, LoadOptions, LoadReport, OnRefused, StreamReport};
+pub use destination::{Destination, DestinationBuilder, LoadOptions, LoadReport, OnRefused, OnSettled, StreamReport};
 pub use dlq_table::TableDeadLetters;
 pub use error::Error;
 pub use health::{Health, HealthCheck, HEALTHY_ERROR_RATE};
@@ -47,7 +47,8 @@ pub use bqsink_engine::dlq;
 pub use bqsink_engine::limiter::RateLimitConfig;
 pub use bqsink_engine::metrics::MetricsSnapshot;
 pub use bqsink_engine::{
-    Abort, BatchLimits, DeadLetter, DeadLetterQueue, Fate, NdjsonFile, Payload, Reason, RetryPolicy,
+    checkpoint, Abort, BatchLimits, DeadLetter, DeadLetterQueue, Fate, NdjsonFile, Payload, Reason, RetryPolicy,
+    Settled,
 };
 pub use bqsink_schema::{Change, Refusal};
 pub use bqsink_transport::{

@@ -374,7 +374,7 @@ fn start_reader<R: Read + Send + 'static>(reader: R, chunk_bytes: usize) -> Resu
     let (tx, rx) = mpsc::channel::<FromReader>(QUEUED_CHUNKS);
     std::thread::Builder::new()
         .name("bqsink-reader".into())
-        .spawn(move || read_chunks(reader, Format::Ndjson, chunk_bytes, &tx))
+        .spawn(move || read_chunks(reader, Format::Ndjson, chunk_bytes, 1, &tx))
         .map_err(|e| Error::DeadLetter(format!("cannot start the input reader: {e}")))?;
     Ok(rx)
 }

@@ -17,6 +17,7 @@ use crate::input::{self, Format, Input, Item, Position, Unit};
 use crate::interrupt::Interrupt;
 use crate::progress::{Counters, Progress, Style, Total};
 use crate::resilience::RetryArgs;
+use crate::resume::{Opened, Resume};
 use crate::settings::{FlagValue, Settings};
 use crate::{Global, EXIT_SOME_ROWS_FAILED};
 
@@ -141,10 +142,21 @@ pub(crate) struct LoadArgs {
     /// Seconds between progress lines on stderr when it is not a terminal
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub(crate) progress_interval: f64,
+    /// Bytes of input per chunk handed to an encoding worker (tuning; checkpoints move at chunk
+    /// boundaries)
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub(crate) chunk_bytes: Option<usize>,
+    /// Keep the load's progress in this file and, when it exists, go on from where it says
+    /// (files only, NDJSON; see the README's "Resumable loads")
+    #[arg(long, value_name = "PATH")]
+    pub(crate) checkpoint: Option<PathBuf>,
+    /// Longest the saved checkpoint may lag behind the rows settled
+    #[arg(long, value_name = "DURATION", default_value = crate::resume::SAVE_EVERY, value_parser = crate::resilience::parse_duration)]
+    pub(crate) checkpoint_interval: Duration,
     /// After Ctrl-C or SIGTERM, how long the rows in flight may take to be written before
     /// bqsink gives up on them (dead-lettered with their fate)
-    #[arg(long, value_name = "DURATION", default_value = "20s")]
-    pub(crate) grace_period: crate::stop::GracePeriod,
+    #[arg(long, value_name = "DURATION", default_value = crate::stop::DEFAULT_GRACE_PERIOD, value_parser = crate::resilience::parse_duration)]
+    pub(crate) grace_period: Duration,
 }
 
 impl LoadArgs {
@@ -196,6 +208,29 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
     let inputs = input::expand(&args.inputs)?;
     let total: Option<u64> = inputs.iter().map(|i| i.size).sum();
     let mut schema = args.schema.as_deref().map(read_schema).transpose()?;
+    let resume = match &args.checkpoint {
+        None => None,
+        Some(path) => {
+            let c = &settings.config;
+            let table = format!("{}.{}.{}", c.project_id, c.dataset_id, c.table_id);
+            let mode = format!("{:?}", c.effective_write_mode());
+            match Resume::open(path, args.checkpoint_interval, &table, &mode, &inputs)? {
+                Opened::Done => {
+                    eprintln!("bqsink: the checkpoint {} says this load is done; nothing to write", path.display());
+                    summary_line(0, 0, 0, 0, started.elapsed().as_secs_f64(), false);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Opened::Run(r) => {
+                    let at = r.position();
+                    if at != Default::default() && !global.quiet {
+                        let name = inputs.get(at.input).map(Input::name).unwrap_or_default();
+                        eprintln!("bqsink: resuming from {} (byte {} of {name})", path.display(), at.offset);
+                    }
+                    Some(r)
+                }
+            }
+        }
+    };
 
     let (auth, admin) = connect(&settings, Needs::DataEditor).await?;
     ensure_dataset(
@@ -210,6 +245,9 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
     // rows are reshaped the way that schema assumes.
     let mut normalize = None;
     if schema.is_none() && settings.config.create_disposition == bqsink::CreateDisposition::CreateIfNeeded {
+        if resume.is_some() {
+            bail!("--checkpoint needs the table's schema: pass --schema, or load into an existing table");
+        }
         let c = &settings.config;
         let table = bqsink::TableRef::new(&c.project_id, &c.dataset_id, &c.table_id).map_err(|e| fail(e.into()))?;
         if admin.rest().get_table(&table).await.map_err(|e| fail(e.into()))?.is_none() {
@@ -240,6 +278,13 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
         builder = builder.dead_letter_file(path);
     }
     let dest = Arc::new(builder.build().await.map_err(fail)?);
+    if let Some(r) = &resume {
+        match r.stream() {
+            Some((stream, offset)) => dest.resume_stream(stream, offset).await,
+            // The stream is in the checkpoint before any row goes to it.
+            None => r.set_stream(dest.open_stream().await.map_err(fail)?)?,
+        }
+    }
 
     let interval = Duration::from_secs_f64(args.progress_interval.max(0.1));
     let counters = Arc::new(Counters::default());
@@ -258,7 +303,7 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
     );
     let mut errors = RowErrors { inputs: &inputs, printed: 0 };
     interrupt.set_graceful(true);
-    let stopper = crate::stop::arm(interrupt, dest.abort_handle(), args.grace_period.0);
+    let stopper = crate::stop::arm(interrupt, dest.abort_handle(), args.grace_period);
 
     let mut fatal: Option<anyhow::Error> = None;
     let mut broken: Option<String> = None;
@@ -266,7 +311,7 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
         // The table's schema is known: input bytes go straight to row bytes.
         drop(rows);
         let printed = Arc::new(AtomicU64::new(0));
-        match load_fast(&dest, &args, &inputs, &counters, &progress, &printed, interrupt).await {
+        match load_fast(&dest, &args, &inputs, &counters, &progress, &printed, interrupt, resume.as_ref()).await {
             Ok(()) => {}
             // An input that breaks off: what was read before it is still written.
             Err(Stop::Input(m)) => broken = Some(m),
@@ -327,6 +372,16 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
     // Fatal or not, the destination is closed: every row read ends written or dead-lettered.
     progress.set_message("flushing the rows in flight…");
     let dest = unwrap_arc(dest).await;
+    if let Some(r) = &resume {
+        // The settled prefix as far as it goes before the commit.
+        if dest.flush().await.is_ok() {
+            if let Some(s) = dest.take_settled().await {
+                r.settled(&s)?;
+            }
+            r.save(false)?;
+        }
+        crate::failpoint::hit("before-close");
+    }
     let result = dest.close().await;
     stopper.abort();
     progress.finish();
@@ -352,6 +407,10 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
     }
     summary_line(read, s.rows_written, failed, s.rows_in_doubt, secs(), interrupted);
     let cause = fatal.or(cause).or(broken.map(|m| anyhow!(m)));
+    if let Some(r) = &resume {
+        // Done only when the whole input was read and every row settled.
+        r.save(cause.is_none() && !interrupted)?;
+    }
     finish(cause, read, s.rows_written, interrupted.then(|| interrupt.exit_code()))
 }
 
@@ -413,6 +472,8 @@ impl From<anyhow::Error> for Stop {
 
 /// Each input through [`Destination::load_until`]: chunked, transcoded on the encoding
 /// workers, refused rows printed as they come (the first few) and dead-lettered with their text.
+/// With a checkpoint, inputs and bytes before its position are skipped.
+#[allow(clippy::too_many_arguments)]
 async fn load_fast(
     dest: &Arc<bqsink::Destination>,
     args: &LoadArgs,
@@ -421,8 +482,10 @@ async fn load_fast(
     progress: &Progress,
     printed: &Arc<AtomicU64>,
     interrupt: &Interrupt,
+    resume: Option<&Arc<Resume>>,
 ) -> Result<(), Stop> {
-    for input in inputs {
+    let from = resume.map(|r| r.position()).unwrap_or_default();
+    for (index, input) in inputs.iter().enumerate().skip(from.input) {
         let name = input.name();
         let raw: Box<dyn std::io::Read + Send> = match &input.path {
             Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("cannot open {name}"))?),
@@ -431,6 +494,8 @@ async fn load_fast(
         let raw = input::Counting::new(raw, counters.bytes.clone());
         let (reader, _) = bqsink::formats::input::open(Box::new(raw)).with_context(|| format!("cannot read {name}"))?;
         let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
+        let base = if index == from.input { from.offset } else { 0 };
+        let skipped_lines = crate::resume::skip(&mut reader, base).with_context(|| format!("cannot read {name}"))?;
         let head = std::io::BufRead::fill_buf(&mut reader).with_context(|| format!("cannot read {name}"))?;
         let format = match args.format {
             Format::Auto => bqsink::formats::input::detect(input.path.as_ref().and_then(|p| p.to_str()), head),
@@ -438,12 +503,21 @@ async fn load_fast(
             Format::Csv => bqsink::formats::Format::Csv,
             Format::Json => bqsink::formats::Format::JsonArray,
         };
+        if resume.is_some() && format != bqsink::formats::Format::Ndjson {
+            return Err(Stop::Fatal(anyhow!(
+                "--checkpoint resumes NDJSON inputs only; {name} is {format:?}: convert it, or load without --checkpoint"
+            )));
+        }
         let unit = if format == bqsink::formats::Format::JsonArray { "element" } else { "line" };
         let place = if inputs.len() > 1 { format!("{name} {unit}") } else { unit.to_owned() };
         let print = progress.printer();
         let printed = printed.clone();
         let shown = counters.clone();
-        let options = LoadOptions::new(format).with_rows_read(counters.read.clone()).on_refused(move |e| {
+        let mut options = LoadOptions::new(format);
+        if let Some(bytes) = args.chunk_bytes {
+            options = options.with_chunk_bytes(bytes);
+        }
+        let options = options.with_rows_read(counters.read.clone()).on_refused(move |e| {
             // Refused before BigQuery saw them: the progress line adds them to the sink's own.
             shown.refused.fetch_add(1, Ordering::Relaxed);
             if printed.fetch_add(1, Ordering::Relaxed) < MAX_PRINTED_ROW_ERRORS {
@@ -451,6 +525,19 @@ async fn load_fast(
                 print(&format!("bqsink: {place} {number}: {}", describe(e)));
             }
         });
+        let options = match resume {
+            Some(r) => {
+                r.begin_input(index, base);
+                let r = r.clone();
+                options.starting_at_line(skipped_lines + 1).on_settled(move |s| {
+                    crate::failpoint::hit("after-ack-before-checkpoint");
+                    if let Err(e) = r.settled(s) {
+                        eprintln!("bqsink: warning: {e:#}");
+                    }
+                })
+            }
+            None => options,
+        };
         let report = dest.load_until(reader, options, interrupt.wait()).await.map_err(|e| match e {
             bqsink::Error::Input(m) => Stop::Input(format!("{name}: {m}")),
             e => Stop::Fatal(anyhow!("{e}")),

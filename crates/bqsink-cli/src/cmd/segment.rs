@@ -80,8 +80,8 @@ pub(crate) struct SegmentArgs {
     pub(crate) progress_interval: f64,
     /// After Ctrl-C or SIGTERM, how long the rows in flight may take to be written before
     /// bqsink gives up on them (dead-lettered with their fate)
-    #[arg(long, value_name = "DURATION", default_value = "20s")]
-    pub(crate) grace_period: crate::stop::GracePeriod,
+    #[arg(long, value_name = "DURATION", default_value = crate::stop::DEFAULT_GRACE_PERIOD, value_parser = crate::resilience::parse_duration)]
+    pub(crate) grace_period: Duration,
 }
 
 impl SegmentArgs {
@@ -144,7 +144,7 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
     let counters = Arc::new(Counters::default());
     let mut errors = RowErrors { inputs: &inputs, printed: 0 };
     interrupt.set_graceful(true);
-    let stopper = crate::stop::arm(interrupt, writer.abort_handle(), args.grace_period.0);
+    let stopper = crate::stop::arm(interrupt, writer.abort_handle(), args.grace_period);
 
     // Files: a first pass plans every table once, keeping no rows.
     let mut fatal: Option<anyhow::Error> = None;

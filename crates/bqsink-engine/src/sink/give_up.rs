@@ -22,6 +22,7 @@ impl TableSink {
     /// what it was split into), then the requests in flight, the batch being built and, in
     /// Batch mode, the uncommitted stream — each with its fate and `cause`.
     pub(super) fn give_up(&mut self, cause: &str, work: Vec<InFlight>) -> Result<(), EngineError> {
+        self.freeze_marks();
         let mut held = Vec::with_capacity(work.len() + self.inflight.len());
         let queued: Vec<InFlight> = self.inflight.drain(..).collect();
         for f in &queued {

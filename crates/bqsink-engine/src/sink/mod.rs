@@ -29,6 +29,7 @@ mod batch;
 mod error;
 mod give_up;
 mod limits;
+mod marks;
 mod outcome;
 mod permits;
 mod refused;
@@ -56,6 +57,7 @@ pub use error::EngineError;
 pub use limits::{
     BatchLimits, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_BYTES,
 };
+pub use marks::Settled;
 pub(crate) use refused::undecodable;
 pub use stats::SinkStats;
 
@@ -126,6 +128,12 @@ pub struct TableSink {
     pending: spill::Spill,
     /// Batch mode: why the sink gave up; its pending stream will never be committed.
     gave_up: Option<String>,
+    /// Positions marked by the caller, with the requests sent before each.
+    marks: VecDeque<(u64, u64)>,
+    marks_frozen: bool,
+    requests_sent: u64,
+    requests_settled: u64,
+    settled: Option<Settled>,
 }
 
 impl std::fmt::Debug for TableSink {
@@ -177,6 +185,11 @@ impl TableSink {
             updated_schema: None,
             pending: spill::Spill::default(),
             gave_up: None,
+            marks: VecDeque::new(),
+            marks_frozen: false,
+            requests_sent: 0,
+            requests_settled: 0,
+            settled: None,
         }
     }
 

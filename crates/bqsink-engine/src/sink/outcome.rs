@@ -33,6 +33,16 @@ impl TableSink {
             let outcome = self.round_trip(&mut f).await;
             let offset = f.request.offset();
             self.report_to_breaker(&mut f, &outcome);
+            let outcome = match outcome {
+                // The stream's end is past this request's first row, but maybe not past its
+                // last one (a restart cuts requests elsewhere than the run before it).
+                Err(TransportError::Append { code: StatusCode::AlreadyExists, .. })
+                    if offset.is_some() && f.request.row_count() > 1 =>
+                {
+                    self.write_past_end(&f).await.map(|()| bqsink_transport::AppendAck::default())
+                }
+                other => other,
+            };
             match outcome {
                 Ok(ack) => {
                     if let Err(e) = self.acknowledged(&f) {
@@ -150,6 +160,49 @@ impl TableSink {
                     self.stats.retries += 1;
                 }
             }
+        }
+    }
+}
+
+impl TableSink {
+    /// After ALREADY_EXISTS for `f` (at offset `o`, `n` rows): the stream's end `E` is past `o`
+    /// but may fall inside the request. Tails of the request are sent at their own offsets: one
+    /// starting exactly at `E` is written, one starting before it is ALREADY_EXISTS, one after
+    /// it OUT_OF_RANGE — a binary search that ends with every row in the stream exactly once.
+    /// The first guess is that all rows exist (the usual case: a retry of a written request).
+    async fn write_past_end(&mut self, f: &InFlight) -> Result<(), TransportError> {
+        let n = f.request.row_count();
+        let o = f.request.offset().unwrap_or_default();
+        // E - o lies in lo..=hi (1 ..= n; n means every row exists).
+        let (mut lo, mut hi) = (1usize, n);
+        let mut t = n - 1;
+        loop {
+            if lo >= n {
+                return Ok(());
+            }
+            if lo > hi {
+                return Err(TransportError::Protocol(format!(
+                    "the end of stream {} moved while its rows from offset {o} were resent",
+                    f.request.write_stream()
+                )));
+            }
+            t = t.clamp(lo, hi.min(n - 1));
+            let tail = f.request.subset(&(t..n).collect::<Vec<_>>(), Some(o + t as i64))?;
+            let mut probe = InFlight {
+                request: tail,
+                ack: None,
+                permit: None,
+                generation: 0,
+                sent_at: Instant::now(),
+                maybe_stored: false,
+            };
+            match self.round_trip(&mut probe).await {
+                Ok(_) => return Ok(()),
+                Err(TransportError::Append { code: StatusCode::AlreadyExists, .. }) => lo = t + 1,
+                Err(TransportError::Append { code: StatusCode::OutOfRange, .. }) => hi = t - 1,
+                Err(e) => return Err(e),
+            }
+            t = (lo + hi.min(n - 1)) / 2;
         }
     }
 }

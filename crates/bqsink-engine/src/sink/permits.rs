@@ -8,21 +8,34 @@ use super::{InFlight, TableSink};
 use crate::breaker::Permit;
 
 impl TableSink {
-    /// when new writes fail fast, within the retry time limit.
+    /// A permit from the circuit breaker, waiting while it is open (also when new writes fail
+    /// fast: this request was accepted before), within the retry time limit and until an abort.
     pub(super) async fn wait_for_permit(&self) -> Result<Permit, TransportError> {
         let deadline = Instant::now() + self.retry.max_elapsed;
+        let gave_up = |why: String| TransportError::Grpc { code: StatusCode::Unavailable, message: why };
         loop {
-            match self.shared.breaker.acquire().await {
-                Ok(p) => return Ok(p),
-                Err(open) if Instant::now() < deadline => {
+            // The breaker may hold a request for its whole cool-down: the retry time limit and
+            // an abort still end the wait.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let acquired = tokio::select! {
+                r = tokio::time::timeout(left, self.shared.breaker.acquire()) => r,
+                reason = self.shared.abort.fired() => return Err(TransportError::StreamClosed(reason)),
+            };
+            match acquired {
+                Ok(Ok(p)) => return Ok(p),
+                Ok(Err(open)) if Instant::now() < deadline => {
                     let wait = open.retry_after.clamp(Duration::from_millis(10), Duration::from_secs(1));
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         reason = self.shared.abort.fired() => return Err(TransportError::StreamClosed(reason)),
                     }
                 }
-                Err(open) => {
-                    return Err(TransportError::Grpc { code: StatusCode::Unavailable, message: open.to_string() })
+                Ok(Err(open)) => return Err(gave_up(open.to_string())),
+                Err(_) => {
+                    return Err(gave_up(format!(
+                        "the circuit breaker stayed open past the retry time limit of {:?}",
+                        self.retry.max_elapsed
+                    )))
                 }
             }
         }

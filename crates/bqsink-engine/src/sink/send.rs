@@ -86,6 +86,7 @@ impl TableSink {
             }
         };
         *unsent = None;
+        self.requests_sent += 1;
         self.inflight.push_back(InFlight {
             request,
             ack,

@@ -41,6 +41,9 @@ impl TableSink {
             // about the failure.
             let work: Vec<InFlight> = work.drain(..).collect();
             self.give_up(&self.cause_of(e), work)?;
+        } else {
+            self.requests_settled += 1;
+            self.advance_marks();
         }
         result
     }

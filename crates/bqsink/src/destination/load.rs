@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bqsink_core::RowError;
-use bqsink_engine::{EncodedRows, Payload};
+use bqsink_engine::{EncodedRows, Payload, Settled};
 use bqsink_formats::chunk::CHUNK_BYTES;
 use bqsink_formats::{Batch, Chunk, Chunker, CsvTranscoder, Cut, Format, JsonTranscoder};
 use bqsink_transport::{RowDescriptor, UnknownFields};
@@ -19,10 +19,13 @@ use tokio::sync::mpsc;
 
 use super::write::encoders_gone;
 use super::Destination;
+use crate::dlq_flush::flush_dead_letters;
 use crate::Error;
 
 /// Called with each row [`Destination::load`] refuses.
 pub type OnRefused = Arc<dyn Fn(&RowError) + Send + Sync>;
+/// Called as the settled prefix of a load's input grows (see [`LoadOptions::on_settled`]).
+pub type OnSettled = Arc<dyn Fn(&Settled) + Send + Sync>;
 
 /// How [`Destination::load`] reads its input.
 #[derive(Clone)]
@@ -38,6 +41,11 @@ pub struct LoadOptions {
     pub rows_read: Option<Arc<AtomicU64>>,
     /// Called with each refused row (its `row` is the 0-based position in the input).
     pub on_refused: Option<OnRefused>,
+    /// Number of the input's first line (1 unless the reader starts in the middle of a file).
+    pub first_line: u64,
+    /// Called as the settled prefix of the input grows, with its end as a byte offset in the
+    /// reader's (decompressed) bytes: what a checkpoint keeps.
+    pub on_settled: Option<OnSettled>,
 }
 
 impl std::fmt::Debug for LoadOptions {
@@ -71,6 +79,8 @@ impl LoadOptions {
             chunk_bytes: CHUNK_BYTES,
             rows_read: None,
             on_refused: None,
+            first_line: 1,
+            on_settled: None,
         }
     }
     /// The same options dropping keys that are not columns (`ignoreUnknownValues`).
@@ -86,6 +96,18 @@ impl LoadOptions {
     /// The same options counting rows read into `counter`.
     pub fn with_rows_read(mut self, counter: Arc<AtomicU64>) -> Self {
         self.rows_read = Some(counter);
+        self
+    }
+    /// The same options for a reader that starts at line `line` of its input.
+    pub fn starting_at_line(mut self, line: u64) -> Self {
+        self.first_line = line.max(1);
+        self
+    }
+    /// The same options calling `f` as the settled prefix of the input grows: the rows before
+    /// [`Settled::position`] (a byte offset in the reader) are each acknowledged or
+    /// dead-lettered. Requests are cut at chunk boundaries for it.
+    pub fn on_settled(mut self, f: impl Fn(&Settled) + Send + Sync + 'static) -> Self {
+        self.on_settled = Some(Arc::new(f));
         self
     }
     /// The same options calling `f` with each refused row.
@@ -140,16 +162,19 @@ impl Destination {
         let (tx, mut rx) = mpsc::channel::<FromReader>(QUEUED_CHUNKS);
         let format = options.format;
         let chunk_bytes = options.chunk_bytes;
+        let first_line = options.first_line;
         std::thread::Builder::new()
             .name("bqsink-reader".into())
-            .spawn(move || read_chunks(reader, format, chunk_bytes, &tx))
+            .spawn(move || read_chunks(reader, format, chunk_bytes, first_line, &tx))
             .map_err(|e| Error::DeadLetter(format!("cannot start the input reader: {e}")))?;
 
         let config = self.config();
         let limits = self.inner.sink.lock().await.limits();
         let cut = Cut { max_rows: config.batch_size.max(1).min(limits.max_rows), max_bytes: limits.max_bytes };
         let depth = self.inner.encoders.workers() + 1;
-        let mut queued: VecDeque<tokio::sync::oneshot::Receiver<Vec<Batch>>> = VecDeque::new();
+        // Each chunk queued on the workers, with the input offset where it ends.
+        let mut queued: VecDeque<(tokio::sync::oneshot::Receiver<Vec<Batch>>, u64)> = VecDeque::new();
+        let mut offset = 0u64;
         let mut report = LoadReport::default();
         let mut header: Option<Arc<Vec<u8>>> = None;
         let mut failure: Option<Error> = None;
@@ -180,11 +205,12 @@ impl Destination {
             let descriptor = self.inner.sink.lock().await.descriptor().clone();
             let unknown = options.unknown_fields;
             let header = header.clone();
+            offset += chunk.data.len() as u64;
             let work = move || transcode(&descriptor, unknown, format, header.as_ref(), &chunk, cut);
-            queued.push_back(self.inner.encoders.run(work).await?);
+            queued.push_back((self.inner.encoders.run(work).await?, offset));
             if queued.len() >= depth {
-                if let Some(rx) = queued.pop_front() {
-                    if let Err(e) = self.place_batches(rx, &options, &mut report).await {
+                if let Some((rx, end)) = queued.pop_front() {
+                    if let Err(e) = self.place_batches(rx, end, &options, &mut report).await {
                         failure = Some(e);
                         break;
                     }
@@ -193,10 +219,10 @@ impl Destination {
         }
         // The reader stops at its next chunk.
         drop(rx);
-        while let Some(rx) = queued.pop_front() {
+        while let Some((rx, end)) = queued.pop_front() {
             match &failure {
                 None => {
-                    if let Err(e) = self.place_batches(rx, &options, &mut report).await {
+                    if let Err(e) = self.place_batches(rx, end, &options, &mut report).await {
                         failure = Some(e);
                     }
                 }
@@ -230,9 +256,12 @@ impl Destination {
         }
     }
 
+    /// Places one chunk's batches, in order; with [`LoadOptions::on_settled`], marks `end` (the
+    /// chunk's end in the input) and reports how far the input is settled.
     async fn place_batches(
         &self,
         rx: tokio::sync::oneshot::Receiver<Vec<Batch>>,
+        end: u64,
         options: &LoadOptions,
         report: &mut LoadReport,
     ) -> Result<(), Error> {
@@ -252,7 +281,36 @@ impl Destination {
                 errors.iter().for_each(|e| f(e));
             }
         }
+        if let Some(f) = &options.on_settled {
+            let mut sink = self.inner.sink.lock().await;
+            sink.mark(end).await?;
+            let settled = sink.take_settled();
+            drop(sink);
+            if let Some(s) = settled {
+                // Dead letters before the position are durable before it is reported.
+                flush_dead_letters(&self.inner.dlq).await?;
+                f(&s);
+            }
+        }
         Ok(())
+    }
+
+    /// How far the input of the last load with [`LoadOptions::on_settled`] is settled now
+    /// (after [`Destination::flush`], everything marked), if it moved since it was last told.
+    pub async fn take_settled(&self) -> Option<Settled> {
+        self.inner.sink.lock().await.take_settled()
+    }
+
+    /// The stream rows go to, created now if need be, and its next offset (ExactlyOnce and
+    /// Batch; `None` on the default stream): what a checkpoint records before any row is sent.
+    pub async fn open_stream(&self) -> Result<Option<(String, i64)>, Error> {
+        Ok(self.inner.sink.lock().await.open_stream().await?)
+    }
+
+    /// Goes on writing into `stream` from `next_offset`, as a load resumed from a checkpoint
+    /// does (ExactlyOnce and Batch; rows already there count as written).
+    pub async fn resume_stream(&self, stream: String, next_offset: i64) {
+        self.inner.sink.lock().await.resume(stream, next_offset);
     }
 
     fn count_read(&self, n: u64, options: &LoadOptions, report: &mut LoadReport) {
@@ -284,6 +342,7 @@ pub(crate) fn read_chunks<R: Read + Send + 'static>(
     reader: R,
     format: Format,
     chunk_bytes: usize,
+    first_line: u64,
     tx: &mpsc::Sender<FromReader>,
 ) {
     let (reader, _) = match bqsink_formats::input::open(Box::new(reader)) {
@@ -293,7 +352,7 @@ pub(crate) fn read_chunks<R: Read + Send + 'static>(
             return;
         }
     };
-    let mut chunker = Chunker::new(reader, format, chunk_bytes);
+    let mut chunker = Chunker::new(reader, format, chunk_bytes).starting_at_line(first_line);
     if format == Format::Csv {
         match chunker.csv_header() {
             Ok(Some(h)) => {

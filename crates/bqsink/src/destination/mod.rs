@@ -33,7 +33,7 @@ use crate::Error;
 pub(crate) use builder::DeadLetterTable;
 pub use builder::DestinationBuilder;
 pub(crate) use load::{read_chunks, FromReader, QUEUED_CHUNKS};
-pub use load::{LoadOptions, LoadReport, OnRefused};
+pub use load::{LoadOptions, LoadReport, OnRefused, OnSettled};
 pub use write::StreamReport;
 
 /// Writes rows into one BigQuery table through the Storage Write API, in the configured

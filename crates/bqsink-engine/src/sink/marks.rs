@@ -1,0 +1,79 @@
+//! Source positions settled: the caller marks a position in its input after handing the rows
+//! before it to the sink (the batch is cut there, so the position falls between requests), and
+//! learns, once every request before the mark is acknowledged or dead-lettered, that the
+//! input up to it is settled — with the stream and the offset of the next row, so a restart
+//! can go on from there (see [`crate::checkpoint`]).
+
+use super::{EngineError, TableSink};
+
+/// The end of the settled prefix of the input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settled {
+    /// The position the caller marked.
+    pub position: u64,
+    /// The stream written to, with offsets (ExactlyOnce, Batch); `None` on the default stream.
+    pub stream: Option<String>,
+    /// Offset in `stream` of the first row after the position.
+    pub next_offset: i64,
+}
+
+impl TableSink {
+    /// Marks `position` in the caller's input: every row handed over before is in a request
+    /// now, and [`TableSink::take_settled`] reports the position once they are all settled.
+    pub async fn mark(&mut self, position: u64) -> Result<(), EngineError> {
+        self.send_buffered().await?;
+        if !self.marks_frozen {
+            self.marks.push_back((self.requests_sent, position));
+            self.advance_marks();
+        }
+        Ok(())
+    }
+
+    /// The furthest position marked whose rows are all settled, once (`None` if it did not
+    /// move since the last call).
+    pub fn take_settled(&mut self) -> Option<Settled> {
+        self.settled.take()
+    }
+
+    /// Writes on into an existing stream from `next_offset` (a restart from a checkpoint):
+    /// ExactlyOnce and Batch only; rows already there are answered ALREADY_EXISTS and counted
+    /// as written.
+    pub fn resume(&mut self, stream: String, next_offset: i64) {
+        if self.uses_offsets() {
+            self.write_stream = Some(stream);
+            self.next_offset = next_offset;
+            self.acked_end = next_offset;
+        }
+    }
+
+    /// The stream rows go to, created now if it is not yet (ExactlyOnce, Batch), with the
+    /// offset of the next row: a checkpoint names it before any row is sent, so a restart
+    /// never writes the same rows into a second stream. `None` on the default stream.
+    pub async fn open_stream(&mut self) -> Result<Option<(String, i64)>, EngineError> {
+        if !self.uses_offsets() {
+            return Ok(None);
+        }
+        let name = self.stream_name().await?;
+        Ok(Some((name, self.next_offset)))
+    }
+
+    /// Called as each request is settled: marks whose requests are all settled move on.
+    pub(super) fn advance_marks(&mut self) {
+        while let Some(&(sent, position)) = self.marks.front() {
+            if sent > self.requests_settled {
+                break;
+            }
+            self.marks.pop_front();
+            let stream = self.write_stream.clone().filter(|_| self.uses_offsets());
+            self.settled = Some(Settled { position, stream, next_offset: self.acked_end });
+        }
+    }
+
+    /// After giving up, nothing more is settled in this run: a restart goes on from the last
+    /// position reported.
+    pub(super) fn freeze_marks(&mut self) {
+        self.marks.clear();
+        self.marks_frozen = true;
+    }
+}
