@@ -211,3 +211,70 @@ fn a_checkpoint_with_stdin_or_changed_inputs_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("belongs to another load") && stderr.contains("changed"), "{stderr}");
 }
+
+/// Segment payloads with a checkpoint: streaming only, every message at least once after kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_killed_and_resumed_loses_no_event() {
+    const EVENTS: i64 = 6_000;
+    let sink = RefSink::start().await.expect("reference sink");
+    let dir = tempdir("segment");
+    let file = dir.join("events.ndjson");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).expect("input"));
+        for i in 0..EVENTS {
+            writeln!(
+                f,
+                r#"{{"type": "track", "event": "Order Completed", "messageId": "m-{i}", "userId": "u-{}", "timestamp": "2026-11-30T10:00:00Z", "properties": {{"n": {i}, "total": 12.5}}}}"#,
+                i % 97
+            )
+            .expect("line");
+        }
+        f.flush().expect("flush");
+    }
+    let checkpoint = dir.join("segment.checkpoint");
+    let command = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bqsink"));
+        c.env("BIGQUERY_EMULATOR_HOST", sink.rest_host())
+            .env("BIGQUERY_STORAGE_EMULATOR_HOST", sink.grpc_host())
+            .env_remove("BIGQUERY_PROJECT_ID")
+            .env_remove("BIGQUERY_DATASET")
+            .env_remove("BQSINK_FAILPOINT")
+            .args(["segment", "--project", "crash-project", "--dataset", "seg", "--batch-size", "200"])
+            .args(["--chunk-bytes", "16384", "--checkpoint-interval", "0s", "--checkpoint"])
+            .arg(&checkpoint)
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let mut resumed = false;
+    for after in [250u64, 500, 350] {
+        let mut child = command().spawn().expect("bqsink starts");
+        std::thread::sleep(Duration::from_millis(after));
+        let _ = child.kill();
+        let _ = child.wait();
+        let (_, stderr) = finish(command(), "segment after a kill");
+        resumed |= stderr.contains("resuming from");
+        let (again, _) = finish(command(), "segment, done");
+        assert!(again.starts_with("read 0, written 0"), "{again}");
+        std::fs::remove_file(&checkpoint).expect("checkpoint removed for the next round");
+    }
+    assert!(resumed, "no run resumed from the middle of the file");
+    let refused = Command::new(env!("CARGO_BIN_EXE_bqsink"))
+        .args(["segment", "--project", "p-1", "--dataset", "d", "--mode", "exactly-once", "--checkpoint"])
+        .arg(&checkpoint)
+        .arg(&file)
+        .output()
+        .expect("bqsink runs");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("streaming only"), "{refused:?}");
+    for table in ["tracks", "order_completed"] {
+        let mut seen = BTreeMap::<String, usize>::new();
+        for row in sink.rows("crash-project", "seg", table) {
+            let id = row["id"].as_str().expect("message id").to_owned();
+            *seen.entry(id).or_default() += 1;
+        }
+        let missing: Vec<i64> = (0..EVENTS).filter(|i| !seen.contains_key(&format!("m-{i}"))).take(5).collect();
+        assert!(missing.is_empty(), "{table}: messages lost, e.g. {missing:?}");
+    }
+}

@@ -124,6 +124,26 @@ impl Router {
         first.map_or(Ok(()), Err)
     }
 
+    /// Marks `position` in the input on every table (see [`TableSink::mark`]).
+    pub async fn mark(&mut self, position: u64) -> Result<(), EngineError> {
+        for sink in self.sinks.values_mut() {
+            sink.mark(position).await?;
+        }
+        Ok(())
+    }
+
+    /// The furthest position marked on every table whose rows are all settled in every table:
+    /// the least of the tables' own. Positions only (streams with offsets are per table and are
+    /// not combined here).
+    pub fn settled_position(&self) -> Option<u64> {
+        let mut least: Option<u64> = None;
+        for sink in self.sinks.values().filter(|s| s.was_marked()) {
+            let p = sink.latest_settled()?.position;
+            least = Some(least.map_or(p, |l| l.min(p)));
+        }
+        least
+    }
+
     /// Gives up on every row every table holds (see [`TableSink::abandon`]).
     pub fn abandon(&mut self, cause: &str) -> Result<(), EngineError> {
         for sink in self.sinks.values_mut() {

@@ -351,6 +351,19 @@ impl DatasetWriter {
         }
     }
 
+    /// Marks `position` in the input on every table; returns the furthest position whose rows
+    /// are all settled in every table, if there is one (see [`LoadOptions::on_settled`](crate::LoadOptions::on_settled)).
+    pub(crate) async fn mark(&self, position: u64) -> Result<Option<u64>, Error> {
+        let mut st = self.inner.state.lock().await;
+        st.router.mark(position).await?;
+        Ok(st.router.settled_position())
+    }
+
+    /// The dead-letter queue, if one is set.
+    pub(crate) fn dead_letters(&self) -> Option<Arc<dyn DeadLetterQueue>> {
+        self.inner.dlq.clone()
+    }
+
     /// Gives up at once on every table: see [`Destination::abort`](crate::Destination::abort).
     pub fn abort(&self, reason: impl Into<String>) {
         self.inner.shared.abort.fire(reason);

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::dataset::{DatasetWriter, DatasetWriterBuilder};
 use crate::destination::{read_chunks, FromReader, QUEUED_CHUNKS};
+use crate::dlq_flush::flush_dead_letters;
 use crate::summary::Summary;
 use crate::{Error, LoadOptions, LoadReport};
 
@@ -162,7 +163,7 @@ impl SegmentWriter {
         reader: R,
         stop: impl Future<Output = ()>,
     ) -> Result<SegmentScan, Error> {
-        let mut rx = start_reader(reader, bqsink_formats::chunk::CHUNK_BYTES)?;
+        let mut rx = start_reader(reader, bqsink_formats::chunk::CHUNK_BYTES, 1)?;
         let depth = self.workers.workers() + 1;
         let mut queued: VecDeque<oneshot::Receiver<SegmentScan>> = VecDeque::new();
         let mut scan = SegmentScan::default();
@@ -217,10 +218,13 @@ impl SegmentWriter {
         options: LoadOptions,
         stop: impl Future<Output = ()>,
     ) -> Result<LoadReport, Error> {
-        let mut rx = start_reader(reader, options.chunk_bytes)?;
+        let mut rx = start_reader(reader, options.chunk_bytes, options.first_line)?;
         let (cut, _) = self.writer.batching();
         let depth = self.workers.workers() + 1;
-        let mut queued: VecDeque<oneshot::Receiver<Vec<Piece>>> = VecDeque::new();
+        // Each chunk queued on the workers, with the input offset where it ends.
+        let mut queued: VecDeque<(oneshot::Receiver<Vec<Piece>>, u64)> = VecDeque::new();
+        let mut offset = 0u64;
+        let mut settled: Option<u64> = None;
         let mut report = LoadReport::default();
         let mut failure: Option<Error> = None;
         let mut broken: Option<Error> = None;
@@ -246,11 +250,12 @@ impl SegmentWriter {
             let plans = self.writer.plans().await;
             let segment = self.options.clone();
             let now = now();
+            offset += chunk.data.len() as u64;
             let work = move || transcode(plans, segment, &chunk.data, chunk.first_line, now, cut);
-            queued.push_back(self.workers.run(work).await?);
+            queued.push_back((self.workers.run(work).await?, offset));
             if queued.len() >= depth {
-                if let Some(rx) = queued.pop_front() {
-                    if let Err(e) = self.place(rx, &options, &mut report).await {
+                if let Some((rx, end)) = queued.pop_front() {
+                    if let Err(e) = self.place(rx, end, &options, &mut report, &mut settled).await {
                         failure = Some(e);
                         break;
                     }
@@ -258,17 +263,17 @@ impl SegmentWriter {
             }
         }
         drop(rx);
-        while let Some(rx) = queued.pop_front() {
+        while let Some((rx, end)) = queued.pop_front() {
             match &failure {
                 None => {
-                    if let Err(e) = self.place(rx, &options, &mut report).await {
+                    if let Err(e) = self.place(rx, end, &options, &mut report, &mut settled).await {
                         failure = Some(e);
                     }
                 }
                 // Rows already read are never dropped: after a failure they are refused with
                 // the reason.
                 Some(e) => {
-                    let why = format!("not sent: an earlier batch failed: {e}");
+                    let why = bqsink_engine::Fate::NotWritten.reason(&e.to_string());
                     for piece in rx.await.map_err(|_| workers_gone())? {
                         let refused = match piece {
                             Piece::Rows { table, batch } => {
@@ -290,12 +295,16 @@ impl SegmentWriter {
         }
     }
 
-    /// Hands one chunk's rows to the tables, and its other lines to the `Record` path.
+    /// Hands one chunk's rows to the tables, and its other lines to the `Record` path; with
+    /// [`LoadOptions::on_settled`], marks `end` (the chunk's end in the input) on every table
+    /// and reports how far the input is settled in all of them.
     async fn place(
         &self,
         rx: oneshot::Receiver<Vec<Piece>>,
+        end: u64,
         options: &LoadOptions,
         report: &mut LoadReport,
+        settled: &mut Option<u64>,
     ) -> Result<(), Error> {
         for piece in rx.await.map_err(|_| workers_gone())? {
             match piece {
@@ -313,6 +322,15 @@ impl SegmentWriter {
                         None => self.write_line_at(&text, number).await?,
                     };
                     count(options, report, outcome.rows, &outcome.refused);
+                }
+            }
+        }
+        if let Some(f) = &options.on_settled {
+            if let Some(position) = self.writer.mark(end).await? {
+                if settled.replace(position) != Some(position) {
+                    // Dead letters before the position are durable before it is reported.
+                    flush_dead_letters(&self.writer.dead_letters()).await?;
+                    f(&bqsink_engine::Settled::at(position));
                 }
             }
         }
@@ -370,11 +388,15 @@ fn workers_gone() -> Error {
 }
 
 /// The reader thread, cutting NDJSON into chunks at line boundaries.
-fn start_reader<R: Read + Send + 'static>(reader: R, chunk_bytes: usize) -> Result<mpsc::Receiver<FromReader>, Error> {
+fn start_reader<R: Read + Send + 'static>(
+    reader: R,
+    chunk_bytes: usize,
+    first_line: u64,
+) -> Result<mpsc::Receiver<FromReader>, Error> {
     let (tx, rx) = mpsc::channel::<FromReader>(QUEUED_CHUNKS);
     std::thread::Builder::new()
         .name("bqsink-reader".into())
-        .spawn(move || read_chunks(reader, Format::Ndjson, chunk_bytes, 1, &tx))
+        .spawn(move || read_chunks(reader, Format::Ndjson, chunk_bytes, first_line, &tx))
         .map_err(|e| Error::DeadLetter(format!("cannot start the input reader: {e}")))?;
     Ok(rx)
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 use bqsink::formats::SegmentScan;
 use bqsink::{
     CreateDisposition, DatasetWriterBuilder, LoadOptions, NdjsonFile, PayloadOutcome, RowError, SegmentOptions,
@@ -28,6 +28,7 @@ use crate::input::{self, Input, Line, Position, Unit};
 use crate::interrupt::Interrupt;
 use crate::progress::{Counters, Progress, Style, Total};
 use crate::resilience::RetryArgs;
+use crate::resume::{Opened, Resume};
 use crate::settings::FlagValue;
 use crate::Global;
 
@@ -82,6 +83,17 @@ pub(crate) struct SegmentArgs {
     /// bqsink gives up on them (dead-lettered with their fate)
     #[arg(long, value_name = "DURATION", default_value = crate::stop::DEFAULT_GRACE_PERIOD, value_parser = crate::resilience::parse_duration)]
     pub(crate) grace_period: Duration,
+    /// Keep the load's progress in this file and, when it exists, go on from where it says
+    /// (files only; streaming mode; see the README's "Resumable loads")
+    #[arg(long, value_name = "PATH")]
+    pub(crate) checkpoint: Option<PathBuf>,
+    /// Longest the saved checkpoint may lag behind the rows settled
+    #[arg(long, value_name = "DURATION", default_value = crate::resume::SAVE_EVERY, value_parser = crate::resilience::parse_duration)]
+    pub(crate) checkpoint_interval: Duration,
+    /// Bytes of input per chunk handed to an encoding worker (tuning; checkpoints move at chunk
+    /// boundaries)
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub(crate) chunk_bytes: Option<usize>,
 }
 
 impl SegmentArgs {
@@ -114,6 +126,37 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
     let auto = settings.config.create_disposition == CreateDisposition::CreateIfNeeded;
 
     let inputs = input::expand(&args.inputs)?;
+    let resume = match &args.checkpoint {
+        None => None,
+        Some(path) => {
+            let c = &settings.config;
+            if c.effective_write_mode() != WriteMode::Streaming {
+                bail!(
+                    "--checkpoint resumes `bqsink segment` in --mode streaming only: a payload's rows go to several \
+                     tables, and their streams' offsets cannot be kept in step across a crash; a resumed \
+                     streaming load may repeat the rows after the checkpoint, which the de-duplicated views \
+                     (by message id) absorb"
+                );
+            }
+            let dataset = format!("{}.{} (segment)", c.project_id, c.dataset_id);
+            let mode = format!("{:?}", c.effective_write_mode());
+            match Resume::open(path, args.checkpoint_interval, &dataset, &mode, &inputs)? {
+                Opened::Done => {
+                    eprintln!("bqsink: the checkpoint {} says this load is done; nothing to write", path.display());
+                    summary_line(0, 0, 0, 0, started.elapsed().as_secs_f64(), false);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Opened::Run(r) => {
+                    let at = r.position();
+                    if at != Default::default() && !global.quiet {
+                        let name = inputs.get(at.input).map(Input::name).unwrap_or_default();
+                        eprintln!("bqsink: resuming from {} (byte {} of {name})", path.display(), at.offset);
+                    }
+                    Some(r)
+                }
+            }
+        }
+    };
     let (auth, admin) = connect(&settings, Needs::DataEditor).await?;
     // The dataset must exist unless tables are managed automatically.
     super::load::ensure_dataset(
@@ -194,13 +237,15 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
         }
         anyhow::Ok(())
     };
-    'inputs: for (n, input) in inputs.iter().enumerate() {
+    let from = resume.as_ref().map(|r| r.position()).unwrap_or_default();
+    'inputs: for (n, input) in inputs.iter().enumerate().skip(from.input) {
         if fatal.is_some() || interrupt.fired() {
             break;
         }
         if input.path.is_some() {
             // The second pass: straight to row bytes, on every core.
-            let file = match open(input) {
+            let base = if n == from.input { from.offset } else { 0 };
+            let file = match open(input).and_then(|f| skip_to(f, base, &input.name())) {
                 Ok(f) => f,
                 Err(e) => {
                     fatal = Some(e);
@@ -209,7 +254,22 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
             };
             let print = progress.printer();
             let (printed, shown, all) = (printed.clone(), counters.clone(), inputs.clone());
-            let options = LoadOptions::ndjson().with_rows_read(counters.read.clone()).on_refused(move |e| {
+            let (file, skipped_lines) = file;
+            let mut options = LoadOptions::ndjson().starting_at_line(skipped_lines + 1);
+            if let Some(bytes) = args.chunk_bytes {
+                options = options.with_chunk_bytes(bytes);
+            }
+            if let Some(r) = &resume {
+                r.begin_input(n, base);
+                let r = r.clone();
+                options = options.on_settled(move |s| {
+                    crate::failpoint::hit("after-ack-before-checkpoint");
+                    if let Err(e) = r.settled(s) {
+                        eprintln!("bqsink: warning: {e:#}");
+                    }
+                });
+            }
+            let options = options.with_rows_read(counters.read.clone()).on_refused(move |e| {
                 if counts_own_refusals {
                     shown.refused.fetch_add(1, Ordering::Relaxed);
                 }
@@ -269,6 +329,11 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
     // Fatal or not, the writer is closed: every row read ends written or dead-lettered.
     progress.set_message("flushing the rows in flight…");
     let writer = unwrap_arc(writer).await;
+    if let Some(r) = &resume {
+        if writer.flush().await.is_ok() {
+            r.save(false)?;
+        }
+    }
     let result = writer.close().await;
     stopper.abort();
     progress.finish();
@@ -293,7 +358,23 @@ pub(crate) async fn run(args: SegmentArgs, global: &Global, interrupt: &Interrup
         }
     }
     summary_line(read, s.rows_written, failed, s.rows_in_doubt, secs(), interrupted);
-    finish(fatal.or(cause), read, s.rows_written, interrupted.then(|| interrupt.exit_code()))
+    let cause = fatal.or(cause);
+    if let Some(r) = &resume {
+        // Done only when the whole input was read and every row settled.
+        r.save(cause.is_none() && !interrupted)?;
+    }
+    finish(cause, read, s.rows_written, interrupted.then(|| interrupt.exit_code()))
+}
+
+/// An input's bytes (decompressed) from byte `offset` on, and the lines skipped to get there.
+fn skip_to(file: std::fs::File, offset: u64, name: &str) -> anyhow::Result<(Box<dyn std::io::Read + Send>, u64)> {
+    if offset == 0 {
+        return Ok((Box::new(file), 0));
+    }
+    let (mut reader, _) =
+        bqsink::formats::input::open(Box::new(file)).map_err(|e| anyhow!("cannot read {name}: {e}"))?;
+    let lines = crate::resume::skip(&mut reader, offset).map_err(|e| anyhow!("cannot read {name}: {e}"))?;
+    Ok((reader, lines))
 }
 
 /// A file of the inputs, opened.

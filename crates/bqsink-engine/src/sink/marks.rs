@@ -18,12 +18,20 @@ pub struct Settled {
     pub next_offset: i64,
 }
 
+impl Settled {
+    /// A position settled on the default stream (no stream offsets to keep).
+    pub fn at(position: u64) -> Self {
+        Self { position, stream: None, next_offset: 0 }
+    }
+}
+
 impl TableSink {
     /// Marks `position` in the caller's input: every row handed over before is in a request
     /// now, and [`TableSink::take_settled`] reports the position once they are all settled.
     pub async fn mark(&mut self, position: u64) -> Result<(), EngineError> {
         self.send_buffered().await?;
         if !self.marks_frozen {
+            self.marked = true;
             self.marks.push_back((self.requests_sent, position));
             self.advance_marks();
         }
@@ -33,7 +41,18 @@ impl TableSink {
     /// The furthest position marked whose rows are all settled, once (`None` if it did not
     /// move since the last call).
     pub fn take_settled(&mut self) -> Option<Settled> {
-        self.settled.take()
+        std::mem::take(&mut self.settled_moved).then(|| self.settled.clone()).flatten()
+    }
+
+    /// The furthest position marked whose rows are all settled, if any is; `None` also when
+    /// nothing was marked (see [`TableSink::was_marked`]).
+    pub fn latest_settled(&self) -> Option<&Settled> {
+        self.settled.as_ref()
+    }
+
+    /// Whether a position was ever marked on this sink.
+    pub fn was_marked(&self) -> bool {
+        self.marked
     }
 
     /// Writes on into an existing stream from `next_offset` (a restart from a checkpoint):
@@ -67,6 +86,7 @@ impl TableSink {
             self.marks.pop_front();
             let stream = self.write_stream.clone().filter(|_| self.uses_offsets());
             self.settled = Some(Settled { position, stream, next_offset: self.acked_end });
+            self.settled_moved = true;
         }
     }
 

@@ -134,6 +134,9 @@ pub struct TableSink {
     requests_sent: u64,
     requests_settled: u64,
     settled: Option<Settled>,
+    /// Whether `settled` moved since `take_settled` last reported it.
+    settled_moved: bool,
+    marked: bool,
 }
 
 impl std::fmt::Debug for TableSink {
@@ -190,6 +193,8 @@ impl TableSink {
             requests_sent: 0,
             requests_settled: 0,
             settled: None,
+            settled_moved: false,
+            marked: false,
         }
     }
 
