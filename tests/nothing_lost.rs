@@ -119,6 +119,16 @@ async fn run(sink: &RefSink, mode: WriteMode, fault: Fault) -> (Summary, BTreeMa
         assert!(by_fate.entry(fate).or_default().insert(id), "{mode:?} {fault:?}: id {id} dead-lettered twice");
     }
     assert_eq!(letters_seen, summary.rows_dead_lettered, "{mode:?} {fault:?}: the queue holds what is counted");
+    let count = |f: &str| by_fate.get(f).map_or(0, BTreeSet::len);
+    eprintln!(
+        "{fault:?} × {mode:?}: read {}, written {}, in doubt {}, not written {}, not committed {}, in the table {}",
+        summary.rows_read,
+        summary.rows_written,
+        count("in doubt"),
+        count("not written"),
+        count("not committed"),
+        table_ids(sink, &table).len()
+    );
     (summary, by_fate)
 }
 

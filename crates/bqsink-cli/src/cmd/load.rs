@@ -29,6 +29,9 @@ Examples:
   # Create the dataset and a partitioned, clustered table from a BigQuery JSON schema:
   bqsink load --project my-proj --dataset analytics --table events --create-dataset \\
       --schema events.schema.json --partition-field at --cluster event --dlq refused.ndjson 'data/*.ndjson'
+  # Exactly once, resumable after a crash (the same command again goes on where it stopped):
+  bqsink load --dataset analytics --table events --schema events.schema.json --mode exactly-once \\
+      --checkpoint events.checkpoint 'data/*.ndjson'
   # CSV with a header line from stdin, all rows or none:
   cat users.csv | bqsink load --dataset crm --table users --format csv --mode batch -
 
