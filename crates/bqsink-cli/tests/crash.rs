@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bqsink::checkpoint::Checkpoint;
 use bqsink_testkit::refsink::RefSink;
 
 const ROWS: i64 = 20_000;
@@ -159,7 +160,7 @@ async fn killed_at_exact_moments_and_resumed() {
     let dir = tempdir("exact");
     let file = input(&dir);
     for mode in ["exactly-once", "batch"] {
-        for point in ["after-ack-before-checkpoint:5", "before-checkpoint-save:10", "before-close"] {
+        for point in ["after-ack-before-checkpoint:5", "before-checkpoint-save:10", "before-close", "after-commit"] {
             let table = format!("t_{}_{}", mode.replace('-', "_"), point.replace(['-', ':'], "_"));
             let checkpoint = dir.join(format!("{table}.checkpoint"));
             let mut crashing = bqsink(&sink, &table, mode, &file, &checkpoint);
@@ -171,7 +172,8 @@ async fn killed_at_exact_moments_and_resumed() {
                 std::fs::read_to_string(&checkpoint).unwrap_or_default()
             );
             let (_, stderr) = finish(bqsink(&sink, &table, mode, &file, &checkpoint), &what);
-            assert!(stderr.contains("resuming from") || point.starts_with("after-ack"), "{what}: {stderr}");
+            let resumed = stderr.contains("resuming from") || point.starts_with("after-ack");
+            assert!(resumed, "{what}: {stderr}");
             check(&sink, &table, mode, &what);
         }
     }
@@ -199,7 +201,7 @@ fn a_checkpoint_with_stdin_or_changed_inputs_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("stdin cannot be read again"), "{out:?}");
     // A checkpoint made for the file as it was; then the file changes.
-    let c = bqsink::checkpoint::Checkpoint::new(
+    let c = Checkpoint::new(
         "p-1.d.t",
         "Streaming",
         vec![bqsink::checkpoint::InputFingerprint::of(&file).expect("fingerprint")],
@@ -248,12 +250,20 @@ async fn segment_killed_and_resumed_loses_no_event() {
         c
     };
     let mut resumed = false;
-    for after in [250u64, 500, 350] {
+    for round in 0..3 {
+        // Killed once its checkpoint is past the start of the file (or it finished first).
         let mut child = command().spawn().expect("bqsink starts");
-        std::thread::sleep(Duration::from_millis(after));
+        let started = Instant::now();
+        while child.try_wait().expect("wait").is_none() && started.elapsed() < Duration::from_secs(60) {
+            let moved = Checkpoint::load(&checkpoint).ok().flatten().is_some_and(|c| c.position.offset > 0);
+            if moved {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let _ = child.kill();
         let _ = child.wait();
-        let (_, stderr) = finish(command(), "segment after a kill");
+        let (_, stderr) = finish(command(), &format!("segment after a kill, round {round}"));
         resumed |= stderr.contains("resuming from");
         let (again, _) = finish(command(), "segment, done");
         assert!(again.starts_with("read 0, written 0"), "{again}");

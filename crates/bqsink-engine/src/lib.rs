@@ -19,5 +19,5 @@ pub use dlq::{Callback, Channel, DeadLetter, DeadLetterQueue, Fate, NdjsonFile, 
 pub use pool::ConnectionPool;
 pub use retry::RetryPolicy;
 pub use router::Router;
-pub use sink::{BatchLimits, EngineError, Settled, SinkStats, TableSink};
+pub use sink::{BatchLimits, EngineError, Resumed, Settled, SinkStats, TableSink};
 pub use workers::{EncodedRows, EncoderPool};

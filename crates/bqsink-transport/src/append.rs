@@ -61,12 +61,16 @@ pub struct WriteStreamInfo {
     pub name: String,
     /// The table's schema when the stream was created, if BigQuery sent it.
     pub table_schema: Option<Schema>,
+    /// Whether the stream has a commit time: a PENDING stream that was committed (a COMMITTED
+    /// stream has one from its creation).
+    pub committed: bool,
 }
 
 impl WriteStreamInfo {
     fn from_proto(ws: storage::WriteStream) -> Self {
         Self {
             name: ws.name,
+            committed: ws.commit_time.is_some(),
             table_schema: ws.table_schema.map(|s| Schema::new(s.fields.into_iter().map(convert_field).collect())),
         }
     }

@@ -47,8 +47,8 @@ pub use bqsink_engine::dlq;
 pub use bqsink_engine::limiter::RateLimitConfig;
 pub use bqsink_engine::metrics::MetricsSnapshot;
 pub use bqsink_engine::{
-    checkpoint, Abort, BatchLimits, DeadLetter, DeadLetterQueue, Fate, NdjsonFile, Payload, Reason, RetryPolicy,
-    Settled,
+    checkpoint, Abort, BatchLimits, DeadLetter, DeadLetterQueue, Fate, NdjsonFile, Payload, Reason, Resumed,
+    RetryPolicy, Settled,
 };
 pub use bqsink_schema::{Change, Refusal};
 pub use bqsink_transport::{

@@ -283,7 +283,14 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
     let dest = Arc::new(builder.build().await.map_err(fail)?);
     if let Some(r) = &resume {
         match r.stream() {
-            Some((stream, offset)) => dest.resume_stream(stream, offset).await,
+            Some((stream, offset)) => {
+                if dest.resume_stream(stream, offset).await.map_err(fail)? == bqsink::Resumed::AlreadyCommitted {
+                    r.save(true)?;
+                    eprintln!("bqsink: the load was committed before it was stopped; nothing to write");
+                    summary_line(0, 0, 0, 0, started.elapsed().as_secs_f64(), false);
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
             // The stream is in the checkpoint before any row goes to it.
             None => r.set_stream(dest.open_stream().await.map_err(fail)?)?,
         }
@@ -411,6 +418,7 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
     summary_line(read, s.rows_written, failed, s.rows_in_doubt, secs(), interrupted);
     let cause = fatal.or(cause).or(broken.map(|m| anyhow!(m)));
     if let Some(r) = &resume {
+        crate::failpoint::hit("after-commit");
         // Done only when the whole input was read and every row settled.
         r.save(cause.is_none() && !interrupted)?;
     }

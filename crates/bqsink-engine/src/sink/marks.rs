@@ -18,6 +18,16 @@ pub struct Settled {
     pub next_offset: i64,
 }
 
+/// What [`TableSink::resume`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resumed {
+    /// Rows go on into the stream.
+    Resumed,
+    /// Batch mode: the pending stream was committed already (the run before was killed after
+    /// its commit): the load is over.
+    AlreadyCommitted,
+}
+
 impl Settled {
     /// A position settled on the default stream (no stream offsets to keep).
     pub fn at(position: u64) -> Self {
@@ -58,12 +68,22 @@ impl TableSink {
     /// Writes on into an existing stream from `next_offset` (a restart from a checkpoint):
     /// ExactlyOnce and Batch only; rows already there are answered ALREADY_EXISTS and counted
     /// as written.
-    pub fn resume(&mut self, stream: String, next_offset: i64) {
-        if self.uses_offsets() {
-            self.write_stream = Some(stream);
-            self.next_offset = next_offset;
-            self.acked_end = next_offset;
+    pub async fn resume(&mut self, stream: String, next_offset: i64) -> Result<Resumed, EngineError> {
+        if !self.uses_offsets() {
+            return Ok(Resumed::Resumed);
         }
+        if self.mode == bqsink_core::WriteMode::Batch {
+            // A run killed after its commit and before it could say so: nothing left to write.
+            let info = self.client.get_write_stream(&stream).await?;
+            if info.committed {
+                return Ok(Resumed::AlreadyCommitted);
+            }
+        }
+        self.write_stream = Some(stream);
+        self.next_offset = next_offset;
+        self.acked_end = next_offset;
+        self.keep_open = true;
+        Ok(Resumed::Resumed)
     }
 
     /// The stream rows go to, created now if it is not yet (ExactlyOnce, Batch), with the
@@ -74,6 +94,9 @@ impl TableSink {
             return Ok(None);
         }
         let name = self.stream_name().await?;
+        // A restart may go on writing into it: ExactlyOnce leaves it open at the end (a
+        // COMMITTED stream's rows are visible without finalizing it).
+        self.keep_open = true;
         Ok(Some((name, self.next_offset)))
     }
 

@@ -57,7 +57,7 @@ pub use error::EngineError;
 pub use limits::{
     BatchLimits, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_BYTES,
 };
-pub use marks::Settled;
+pub use marks::{Resumed, Settled};
 pub(crate) use refused::undecodable;
 pub use stats::SinkStats;
 
@@ -137,6 +137,8 @@ pub struct TableSink {
     /// Whether `settled` moved since `take_settled` last reported it.
     settled_moved: bool,
     marked: bool,
+    /// ExactlyOnce: leave the stream open at the end (a restart may write into it again).
+    keep_open: bool,
 }
 
 impl std::fmt::Debug for TableSink {
@@ -195,6 +197,7 @@ impl TableSink {
             settled: None,
             settled_moved: false,
             marked: false,
+            keep_open: false,
         }
     }
 

@@ -31,6 +31,7 @@ impl TableSink {
         let Some(name) = self.write_stream.clone() else { return Ok(()) };
         match self.mode {
             WriteMode::Streaming => {}
+            WriteMode::ExactlyOnce if self.keep_open => {}
             WriteMode::ExactlyOnce => {
                 self.unary(self.client.finalize_write_stream(&name)).await?;
             }

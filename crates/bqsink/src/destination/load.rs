@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bqsink_core::RowError;
-use bqsink_engine::{EncodedRows, Payload, Settled};
+use bqsink_engine::{EncodedRows, Payload, Resumed, Settled};
 use bqsink_formats::chunk::CHUNK_BYTES;
 use bqsink_formats::{Batch, Chunk, Chunker, CsvTranscoder, Cut, Format, JsonTranscoder};
 use bqsink_transport::{RowDescriptor, UnknownFields};
@@ -308,9 +308,10 @@ impl Destination {
     }
 
     /// Goes on writing into `stream` from `next_offset`, as a load resumed from a checkpoint
-    /// does (ExactlyOnce and Batch; rows already there count as written).
-    pub async fn resume_stream(&self, stream: String, next_offset: i64) {
-        self.inner.sink.lock().await.resume(stream, next_offset);
+    /// does (ExactlyOnce and Batch; rows already there count as written). In Batch mode a
+    /// stream already committed means the load is over ([`Resumed::AlreadyCommitted`]).
+    pub async fn resume_stream(&self, stream: String, next_offset: i64) -> Result<Resumed, Error> {
+        Ok(self.inner.sink.lock().await.resume(stream, next_offset).await?)
     }
 
     fn count_read(&self, n: u64, options: &LoadOptions, report: &mut LoadReport) {
