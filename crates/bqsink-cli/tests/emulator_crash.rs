@@ -158,7 +158,12 @@ async fn killed_and_resumed(mode: &str, seed: u64) -> usize {
     assert_eq!(ids.len() as i64, ROWS, "{what}: ids that were never in the input");
     if mode != "streaming" {
         let twice: Vec<(&i64, &usize)> = ids.iter().filter(|(_, &n)| n > 1).collect();
-        assert!(twice.is_empty(), "{what}: {} ids written more than once, e.g. {:?}", twice.len(), &twice[..5.min(twice.len())]);
+        assert!(
+            twice.is_empty(),
+            "{what}: {} ids written more than once, e.g. {:?}",
+            twice.len(),
+            &twice[..5.min(twice.len())]
+        );
     }
     // Done: the same command again writes nothing.
     let again = bqsink(&emu, &table, mode, &file, &checkpoint).output().expect("bqsink runs");

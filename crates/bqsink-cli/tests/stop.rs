@@ -4,6 +4,11 @@
 //! time every row read is counted once: `read = written + dead-lettered` on the summary line,
 //! the dead-letter file holds exactly the rows counted, and the ids in the table agree with
 //! each row's class.
+//!
+//! Failing when written, on two accounting holes when a write fails: the rest of the chunk
+//! being placed is dropped (`place_batches`, crates/bqsink/src/destination/load.rs), and a
+//! chunk waiting behind a partial request that fails is dropped after being counted read
+//! (`write_encoded`, crates/bqsink-engine/src/sink/batch.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -95,7 +100,8 @@ struct Ended {
 impl Ended {
     fn summary(&self) -> Summary {
         let last = self.stdout.lines().last().unwrap_or_default();
-        Summary::parse(last).unwrap_or_else(|| panic!("no summary line: stdout {:?}\nstderr {}", self.stdout, self.stderr))
+        Summary::parse(last)
+            .unwrap_or_else(|| panic!("no summary line: stdout {:?}\nstderr {}", self.stdout, self.stderr))
     }
 }
 
@@ -145,12 +151,7 @@ impl Running {
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         let took = self.started.elapsed();
-        Ended {
-            status,
-            stdout: self.stdout.join().expect("stdout"),
-            stderr: self.stderr.join().expect("stderr"),
-            took,
-        }
+        Ended { status, stdout: self.stdout.join().expect("stdout"), stderr: self.stderr.join().expect("stderr"), took }
     }
 }
 
@@ -316,7 +317,12 @@ fn accounted(
     );
     let mut by_class: BTreeMap<Class, BTreeSet<i64>> = BTreeMap::new();
     for l in &letters {
-        assert!((0..s.read as i64).contains(&l.id), "{what}: dead-lettered id {} is past the {} rows read", l.id, s.read);
+        assert!(
+            (0..s.read as i64).contains(&l.id),
+            "{what}: dead-lettered id {} is past the {} rows read",
+            l.id,
+            s.read
+        );
         assert!(by_class.entry(l.class).or_default().insert(l.id), "{what}: id {} dead-lettered twice", l.id);
     }
     let dead: BTreeSet<i64> = letters.iter().map(|l| l.id).collect();
@@ -325,11 +331,21 @@ fn accounted(
     assert_eq!(s.in_doubt, in_doubt, "{what}: `(M in doubt)` against the in-doubt letters");
     // Rows are read in order: the ids read are 0..read.
     let lost: Vec<i64> = (0..s.read as i64).filter(|id| !dead.contains(id) && !in_table.contains_key(id)).collect();
-    assert!(lost.is_empty(), "{what}: {} ids counted written, not in the table, e.g. {:?}", lost.len(), &lost[..5.min(lost.len())]);
+    assert!(
+        lost.is_empty(),
+        "{what}: {} ids counted written, not in the table, e.g. {:?}",
+        lost.len(),
+        &lost[..5.min(lost.len())]
+    );
     for class in [Class::NotWritten, Class::NotCommitted] {
         let there: Vec<i64> =
             by_class.get(&class).into_iter().flatten().filter(|id| in_table.contains_key(id)).copied().collect();
-        assert!(there.is_empty(), "{what}: {} ids dead-lettered {class:?} are in the table, e.g. {:?}", there.len(), &there[..5.min(there.len())]);
+        assert!(
+            there.is_empty(),
+            "{what}: {} ids dead-lettered {class:?} are in the table, e.g. {:?}",
+            there.len(),
+            &there[..5.min(there.len())]
+        );
     }
     let unread: Vec<i64> = in_table.keys().filter(|&&id| id >= s.read as i64).take(5).copied().collect();
     assert!(unread.is_empty(), "{what}: ids never read are in the table, e.g. {unread:?}");
