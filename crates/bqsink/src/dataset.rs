@@ -259,7 +259,7 @@ impl DatasetWriter {
         if let Err(e) = sink.admit().await {
             drop(st);
             let e = Error::from(e);
-            self.refuse_encoded(table, encoded, &format!("not sent: {e}"))?;
+            self.refuse_encoded(table, encoded, &bqsink_engine::Fate::NotWritten.reason(&e.to_string()))?;
             return Err(e);
         }
         let rejected = sink.write_encoded(encoded).await?;

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use bqsink_core::{Record, RowError};
 use bqsink_transport::{RowDescriptor, RowEncoder};
 
-use super::refused::decode_one;
+use super::refused::{decode_all, decode_one};
 use super::{EngineError, TableSink};
 use crate::breaker::{BreakerState, WhenOpen};
+use crate::dlq::Fate;
 
 impl TableSink {
     /// Encodes one row into the current batch, sending the batch when it is full. A row that
@@ -58,7 +59,17 @@ impl TableSink {
             // A partial batch is waiting (the tail of the previous chunk) and this chunk would
             // not join it whole: the partial one goes first, as a request of its own, so this
             // one can be taken without copying its rows one by one.
-            self.send_buffered().await?;
+            if let Err(e) = self.send_buffered().await {
+                // This chunk's rows were handed over: dead-lettered, never dropped.
+                let cause = self.cause_of(&e);
+                for record in decode_all(&descriptor, &rows) {
+                    self.refuse_as(Fate::NotWritten, &cause, record)?;
+                }
+                for (_, error, record) in refused {
+                    self.refuse(error, record)?;
+                }
+                return Err(e);
+            }
         }
         if self.batch_rows == 0 && fits_alone {
             // The common case: the chunk is the next request's body as it is, no copy.
@@ -81,13 +92,16 @@ impl TableSink {
                 Ok(Some(e)) => refused.push((i, e, decode_one(&descriptor, &rows[entry]))),
                 Ok(None) => {}
                 Err(e) => {
-                    // The rows not yet placed are refused with the reason, never dropped.
-                    let message = format!("not sent: {e}");
+                    // The rows not yet placed are dead-lettered as not written, never dropped.
+                    let cause = self.cause_of(&e);
                     let mut from = start;
                     for (end, _) in rest {
                         let record = decode_one(&descriptor, &rows[from..end]);
                         from = end;
-                        self.refuse(RowError::new("", message.clone()), record)?;
+                        self.refuse_as(Fate::NotWritten, &cause, record)?;
+                    }
+                    for (_, error, record) in refused {
+                        self.refuse(error, record)?;
                     }
                     return Err(e);
                 }

@@ -229,24 +229,8 @@ impl Destination {
                 // Rows already read are never dropped: after a failure they are refused with
                 // the reason.
                 Some(e) => {
-                    let message = bqsink_engine::Fate::NotWritten.reason(&e.to_string());
                     let batches = rx.await.map_err(|_| encoders_gone())?;
-                    for b in batches {
-                        let (encoded, refused) = EncodedRows::from_batch(b);
-                        for r in refused {
-                            self.refuse_raw(r.error.at_row(r.position), r.raw, &options, &mut report)?;
-                        }
-                        for (i, record) in encoded.into_records() {
-                            let e = RowError::new("", message.clone()).at_row(i as u64);
-                            self.count_read(1, &options, &mut report);
-                            report.rows_refused += 1;
-                            self.inner.rows_read.fetch_add(1, Ordering::Relaxed);
-                            self.refuse(e.clone(), Payload::Record(record))?;
-                            if let Some(f) = &options.on_refused {
-                                f(&e);
-                            }
-                        }
-                    }
+                    self.refuse_batches(batches, &e.to_string(), &options, &mut report)?;
                 }
             }
         }
@@ -265,8 +249,8 @@ impl Destination {
         options: &LoadOptions,
         report: &mut LoadReport,
     ) -> Result<(), Error> {
-        let batches = rx.await.map_err(|_| encoders_gone())?;
-        for b in batches {
+        let mut batches = rx.await.map_err(|_| encoders_gone())?.into_iter();
+        while let Some(b) = batches.next() {
             let (encoded, refused) = EncodedRows::from_batch(b);
             for r in refused {
                 self.refuse_raw(r.error.at_row(r.position), r.raw, options, report)?;
@@ -274,7 +258,11 @@ impl Destination {
             let n = encoded.len() as u64;
             self.count_read(n, options, report);
             let mut errors = Vec::new();
-            self.place_encoded(0, encoded, &mut errors).await?;
+            if let Err(e) = self.place_encoded(0, encoded, &mut errors).await {
+                // The rest of the chunk was read too: dead-lettered, never dropped.
+                self.refuse_batches(batches.collect(), &e.to_string(), options, report)?;
+                return Err(e);
+            }
             report.rows_accepted += n - errors.len() as u64;
             report.rows_refused += errors.len() as u64;
             if let Some(f) = &options.on_refused {
@@ -312,6 +300,35 @@ impl Destination {
     /// stream already committed means the load is over ([`Resumed::AlreadyCommitted`]).
     pub async fn resume_stream(&self, stream: String, next_offset: i64) -> Result<Resumed, Error> {
         Ok(self.inner.sink.lock().await.resume(stream, next_offset).await?)
+    }
+
+    /// Rows read but not to be sent (an earlier batch failed): each dead-lettered as not
+    /// written with `cause`, or with its own refusal.
+    fn refuse_batches(
+        &self,
+        batches: Vec<Batch>,
+        cause: &str,
+        options: &LoadOptions,
+        report: &mut LoadReport,
+    ) -> Result<(), Error> {
+        let message = bqsink_engine::Fate::NotWritten.reason(cause);
+        for b in batches {
+            let (encoded, refused) = EncodedRows::from_batch(b);
+            for r in refused {
+                self.refuse_raw(r.error.at_row(r.position), r.raw, options, report)?;
+            }
+            for (i, record) in encoded.into_records() {
+                let e = RowError::new("", message.clone()).at_row(i as u64);
+                self.count_read(1, options, report);
+                report.rows_refused += 1;
+                self.inner.rows_read.fetch_add(1, Ordering::Relaxed);
+                self.refuse(e.clone(), Payload::Record(record))?;
+                if let Some(f) = &options.on_refused {
+                    f(&e);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn count_read(&self, n: u64, options: &LoadOptions, report: &mut LoadReport) {

@@ -97,7 +97,7 @@ impl Destination {
                 // the reason, like the rows of the batch that failed.
                 Some(e) => {
                     let chunk = rx.await.map_err(|_| encoders_gone())?;
-                    let message = format!("not sent: an earlier batch failed: {e}");
+                    let message = bqsink_engine::Fate::NotWritten.reason(&e.to_string());
                     let rows = chunk.into_records();
                     self.inner.rows_read.fetch_add(rows.len() as u64, Ordering::Relaxed);
                     for (i, record) in rows {
