@@ -42,7 +42,7 @@ BIGQUERY_AUTO_TABLE_MANAGEMENT, GOOGLE_APPLICATION_CREDENTIALS, BIGQUERY_EMULATO
 BIGQUERY_STORAGE_EMULATOR_HOST) > the --config TOML file > defaults. `bqsink config` shows the result.
 
 Exit codes: 0 every row written; 2 some rows not written (dead-lettered, refused or in doubt);
-1 a fatal error before any row was accounted for; 130 after Ctrl-C, 143 after SIGTERM, when
+1 a fatal error with every row read written (or none read); 130 after Ctrl-C, 143 after SIGTERM, when
 every row read was written.
 
 Examples:

@@ -308,7 +308,7 @@ async fn schema_diff_shows_additions_widenings_and_refusals_against_a_loaded_tab
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn ctrl_c_on_stdin_flushes_what_was_read_and_exits_130() {
+async fn ctrl_c_on_stdin_flushes_what_was_read_and_exits_2_when_lines_were_refused() {
     let emu = Emulator::start().expect("bqemulator starts");
     let dir = tmp_dir("sigint");
     let dlq = dir.join("refused.ndjson");
@@ -357,7 +357,8 @@ async fn ctrl_c_on_stdin_flushes_what_was_read_and_exits_130() {
     let mut err = String::new();
     child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
     drop(stdin);
-    assert_eq!(status.code(), Some(130), "{out}{err}");
+    // Some lines were refused: 2 (130 is for a stop with every row read written).
+    assert_eq!(status.code(), Some(2), "{out}{err}");
     let last = out.lines().last().unwrap_or_default().to_owned();
     assert!(last.ends_with("interrupted)"), "{last}");
     let read: u64 = last

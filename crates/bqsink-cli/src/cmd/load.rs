@@ -43,8 +43,8 @@ be written are named on stderr and, with --dlq, appended to that file as NDJSON 
 {time, table, row, column, reason, record | raw}.
 
 Exit codes: 0 every row written; 2 some rows not written (dead-lettered, refused, or in doubt:
-sent but never acknowledged, so perhaps in the table); 1 a fatal error before any row was
-accounted for. Ctrl-C or SIGTERM stops reading and writes the rows in flight within
+sent but never acknowledged, so perhaps in the table); 1 a fatal error (an input that broke off,
+say) with every row read written. Ctrl-C or SIGTERM stops reading and writes the rows in flight within
 --grace-period, prints the summary and exits 130 (SIGINT) or 143 (SIGTERM) when every row read
 was written; a second signal, or the grace period's end, gives up on the rows in flight: each is
 dead-lettered as `in doubt: …` (sent, not acknowledged), `not written: …` or `not committed: …`
@@ -426,8 +426,9 @@ pub(crate) async fn run(args: LoadArgs, global: &Global, interrupt: &Interrupt) 
 }
 
 /// The exit code once the summary is printed: 2 whenever a row read was not written (in doubt
-/// included), else the signal's code after a graceful stop, else 0. An error is reported on
-/// stderr before (`main` prints it); it exits 2 as well when every row is accounted for.
+/// included); else 1 after an error (an input that broke off, a fatal error: every row read was
+/// written, the rest was not read); else the signal's code after a graceful stop; else 0. The
+/// error is reported on stderr first.
 pub(crate) fn finish(
     cause: Option<anyhow::Error>,
     read: u64,
@@ -437,8 +438,10 @@ pub(crate) fn finish(
     if let Some(e) = &cause {
         eprintln!("bqsink: error: {e:#}");
     }
-    Ok(if cause.is_some() || written < read {
+    Ok(if written < read {
         ExitCode::from(EXIT_SOME_ROWS_FAILED)
+    } else if cause.is_some() {
+        ExitCode::from(crate::EXIT_FATAL)
     } else if let Some(code) = signal {
         ExitCode::from(code)
     } else {
