@@ -288,3 +288,42 @@ async fn segment_killed_and_resumed_loses_no_event() {
         assert!(missing.is_empty(), "{table}: messages lost, e.g. {missing:?}");
     }
 }
+
+/// CSV resumes after its header: killed at exact moments, rerun, every id exactly once; quoted
+/// fields with line breaks on the way. A JSON array is refused with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_killed_and_resumed_after_its_header() {
+    let sink = RefSink::start().await.expect("reference sink");
+    let dir = tempdir("csv");
+    let file = dir.join("rows.csv");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).expect("input"));
+        writeln!(f, "id,note").expect("header");
+        for id in 0..ROWS {
+            if id % 100 == 0 {
+                writeln!(f, "{id},\"two\nlines, {id}\"").expect("line");
+            } else {
+                writeln!(f, "{id},row number {id} of the CSV crash test with some padding").expect("line");
+            }
+        }
+        f.flush().expect("flush");
+    }
+    for point in ["after-ack-before-checkpoint:5", "before-checkpoint-save:12"] {
+        let table = format!("csv_{}", point.replace(['-', ':'], "_"));
+        let checkpoint = dir.join(format!("{table}.checkpoint"));
+        let mut crashing = bqsink(&sink, &table, "exactly-once", &file, &checkpoint);
+        crashing.env("BQSINK_FAILPOINT", point);
+        let out = crashing.output().expect("bqsink runs");
+        assert!(!out.status.success(), "{point}: the fail point was not reached");
+        let what = format!("CSV, crashed at {point}");
+        let (last, stderr) = finish(bqsink(&sink, &table, "exactly-once", &file, &checkpoint), &what);
+        assert!(stderr.contains("resuming from"), "{what}: {stderr}");
+        assert!(last.contains("dead-lettered 0"), "{what}: {last}");
+        check(&sink, &table, "exactly-once", &what);
+    }
+    let array = dir.join("rows.json");
+    std::fs::write(&array, "[{\"id\": 1}]").expect("array");
+    let out = bqsink(&sink, "array", "streaming", &array, &dir.join("array.checkpoint")).output().expect("runs");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot resume a JSON array"), "{out:?}");
+}

@@ -217,8 +217,9 @@ impl<R: Read> Chunker<R> {
     }
 }
 
-/// End (after its newline) of the first CSV record of `b`, if `b` holds a whole one.
-fn first_record_end(b: &[u8]) -> Option<usize> {
+/// End (after its newline) of the first CSV record of `b`, if `b` holds a whole one: the length
+/// of a CSV input's header line, for a reader that resumes after it.
+pub fn first_record_end(b: &[u8]) -> Option<usize> {
     let mut quoted = false;
     for at in memchr::memchr2_iter(b'"', b'\n', b) {
         match b[at] {

@@ -150,7 +150,7 @@ pub(crate) struct LoadArgs {
     #[arg(long, value_name = "BYTES", hide = true)]
     pub(crate) chunk_bytes: Option<usize>,
     /// Keep the load's progress in this file and, when it exists, go on from where it says
-    /// (files only, NDJSON; see the README's "Resumable loads")
+    /// (files only, NDJSON or CSV; see the README's "Resumable loads")
     #[arg(long, value_name = "PATH")]
     pub(crate) checkpoint: Option<PathBuf>,
     /// Longest the saved checkpoint may lag behind the rows settled
@@ -470,6 +470,41 @@ pub(crate) async fn unwrap_arc<T>(mut dest: Arc<T>) -> T {
     }
 }
 
+/// An input read from `offset` on (bytes after a CSV header), with the number of lines skipped:
+/// NDJSON skips them; CSV keeps its header line and skips the records after it; a JSON array
+/// cannot be resumed (its positions are elements, not bytes).
+fn resume_at(
+    mut reader: std::io::BufReader<Box<dyn std::io::Read + Send>>,
+    format: bqsink::formats::Format,
+    offset: u64,
+    name: &str,
+) -> Result<(Box<dyn std::io::Read + Send>, u64), Stop> {
+    use bqsink::formats::Format as F;
+    let cannot = |e: std::io::Error| Stop::Fatal(anyhow!("cannot read {name}: {e}"));
+    match format {
+        F::Ndjson => {
+            let lines = crate::resume::skip(&mut reader, offset).map_err(cannot)?;
+            Ok((Box::new(reader), lines))
+        }
+        F::Csv => {
+            let buf = std::io::BufRead::fill_buf(&mut reader).map_err(cannot)?;
+            let Some(end) = bqsink::formats::chunk::first_record_end(buf) else {
+                return Err(Stop::Fatal(anyhow!(
+                    "{name}: its CSV header is longer than 64 KiB or the file has no record; --checkpoint cannot resume it"
+                )));
+            };
+            let header = buf[..end].to_vec();
+            let header_lines = header.iter().filter(|&&b| b == b'\n').count() as u64;
+            let lines = crate::resume::skip(&mut reader, end as u64 + offset).map_err(cannot)?;
+            // The chunker reads the header again and counts its lines itself.
+            Ok((Box::new(std::io::Read::chain(std::io::Cursor::new(header), reader)), lines - header_lines))
+        }
+        F::JsonArray => Err(Stop::Fatal(anyhow!(
+            "--checkpoint cannot resume a JSON array ({name}): convert it to NDJSON, or load without --checkpoint"
+        ))),
+    }
+}
+
 /// Why [`load_fast`] stopped before the end of its inputs.
 enum Stop {
     /// An input broke off (unreadable, a JSON array cut short): the rest is not loaded.
@@ -508,8 +543,6 @@ async fn load_fast(
         let raw = input::Counting::new(raw, counters.bytes.clone());
         let (reader, _) = bqsink::formats::input::open(Box::new(raw)).with_context(|| format!("cannot read {name}"))?;
         let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
-        let base = if index == from.input { from.offset } else { 0 };
-        let skipped_lines = crate::resume::skip(&mut reader, base).with_context(|| format!("cannot read {name}"))?;
         let head = std::io::BufRead::fill_buf(&mut reader).with_context(|| format!("cannot read {name}"))?;
         let format = match args.format {
             Format::Auto => bqsink::formats::input::detect(input.path.as_ref().and_then(|p| p.to_str()), head),
@@ -517,11 +550,11 @@ async fn load_fast(
             Format::Csv => bqsink::formats::Format::Csv,
             Format::Json => bqsink::formats::Format::JsonArray,
         };
-        if resume.is_some() && format != bqsink::formats::Format::Ndjson {
-            return Err(Stop::Fatal(anyhow!(
-                "--checkpoint resumes NDJSON inputs only; {name} is {format:?}: convert it, or load without --checkpoint"
-            )));
-        }
+        let base = if index == from.input { from.offset } else { 0 };
+        let (reader, skipped_lines) = match resume {
+            Some(_) => resume_at(reader, format, base, &name)?,
+            None => (Box::new(reader) as Box<dyn std::io::Read + Send>, 0),
+        };
         let unit = if format == bqsink::formats::Format::JsonArray { "element" } else { "line" };
         let place = if inputs.len() > 1 { format!("{name} {unit}") } else { unit.to_owned() };
         let print = progress.printer();
@@ -542,6 +575,7 @@ async fn load_fast(
         let options = match resume {
             Some(r) => {
                 r.begin_input(index, base);
+                // Numbered from the line after the ones skipped.
                 let r = r.clone();
                 options.starting_at_line(skipped_lines + 1).on_settled(move |s| {
                     crate::failpoint::hit("after-ack-before-checkpoint");
