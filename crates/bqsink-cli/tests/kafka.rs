@@ -129,9 +129,15 @@ async fn wait_all_in(sink: &RefSink, table: &str, n: i64, dirs: &[PathBuf]) -> B
             let missing: Vec<i64> = (0..n).filter(|id| !ids.contains_key(id)).take(10).collect();
             let logs: Vec<String> = dirs
                 .iter()
-                .map(|d| format!("{}:\n{}", d.display(), std::fs::read_to_string(d.join("worker.log")).unwrap_or_default()))
+                .map(|d| {
+                    format!("{}:\n{}", d.display(), std::fs::read_to_string(d.join("worker.log")).unwrap_or_default())
+                })
                 .collect();
-            panic!("after {ALL_IN_TIMEOUT:?}, {} of {n} ids in the table; missing e.g. {missing:?}\n{}", ids.len(), logs.join("\n"));
+            panic!(
+                "after {ALL_IN_TIMEOUT:?}, {} of {n} ids in the table; missing e.g. {missing:?}\n{}",
+                ids.len(),
+                logs.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -147,10 +147,7 @@ mod tests {
         let c = KafkaConfig::new("b:9092", ["t"], "g").property("enable.auto.commit", "true");
         assert!(c.validate().is_err());
         assert!(KafkaConfig::parse_property("novalue").is_err());
-        assert_eq!(
-            KafkaConfig::parse_property("a.b=c=d").ok(),
-            Some(("a.b".to_owned(), "c=d".to_owned()))
-        );
+        assert_eq!(KafkaConfig::parse_property("a.b=c=d").ok(), Some(("a.b".to_owned(), "c=d".to_owned())));
         assert!(KafkaConfig::new("", ["t"], "g").validate().is_err());
         assert!(KafkaConfig::new("b", Vec::<String>::new(), "g").validate().is_err());
     }

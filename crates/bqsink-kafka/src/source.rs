@@ -170,7 +170,12 @@ impl KafkaSource {
     }
 
     /// Writes a batch and waits until every row is acknowledged or dead-lettered.
-    async fn write(&self, dest: &Destination, dead_letters: Option<&KafkaDeadLetters>, batch: &Batch) -> Result<(), Error> {
+    async fn write(
+        &self,
+        dest: &Destination,
+        dead_letters: Option<&KafkaDeadLetters>,
+        batch: &Batch,
+    ) -> Result<(), Error> {
         if let Some(d) = dead_letters {
             d.begin(batch.positions.clone());
         }

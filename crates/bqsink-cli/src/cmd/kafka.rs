@@ -99,12 +99,14 @@ pub(crate) async fn run(args: KafkaArgs, global: &Global, interrupt: &Interrupt)
             "--mode exactly-once is not built yet for `bqsink kafka` (it needs a committed stream per \
              partition and a checkpoint shared by the group); use --mode streaming, which is at-least-once"
         ),
-        ModeArg::Batch => bail!(
-            "--mode batch does not fit a stream that never ends; use --mode streaming (at-least-once)"
-        ),
+        ModeArg::Batch => {
+            bail!("--mode batch does not fit a stream that never ends; use --mode streaming (at-least-once)")
+        }
     }
     if args.format == KafkaFormat::Segment {
-        bail!("--format segment is not built yet for `bqsink kafka`; use --format ndjson, or `bqsink segment` on files");
+        bail!(
+            "--format segment is not built yet for `bqsink kafka`; use --format ndjson, or `bqsink segment` on files"
+        );
     }
     let mut kafka = KafkaConfig::new(&args.brokers, args.topic.iter().map(|t| t.trim().to_owned()), &args.group);
     kafka.max_batch_messages = args.batch_messages;
@@ -150,7 +152,8 @@ pub(crate) async fn run(args: KafkaArgs, global: &Global, interrupt: &Interrupt)
     }
     let dead_letters = match &args.dlq {
         Some(path) => Some(Arc::new(
-            KafkaDeadLetters::open(path).map_err(|e| anyhow!("cannot open the dead-letter file {}: {e}", path.display()))?,
+            KafkaDeadLetters::open(path)
+                .map_err(|e| anyhow!("cannot open the dead-letter file {}: {e}", path.display()))?,
         )),
         None => None,
     };
@@ -161,11 +164,7 @@ pub(crate) async fn run(args: KafkaArgs, global: &Global, interrupt: &Interrupt)
 
     let source = KafkaSource::connect(kafka)?;
     if !global.quiet {
-        eprintln!(
-            "bqsink: consuming {} in group {} into {table} (at-least-once)",
-            args.topic.join(","),
-            args.group
-        );
+        eprintln!("bqsink: consuming {} in group {} into {table} (at-least-once)", args.topic.join(","), args.group);
     }
     interrupt.set_graceful(true);
     let stopper = crate::stop::arm(interrupt, dest.abort_handle(), args.grace_period);
