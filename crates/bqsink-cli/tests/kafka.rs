@@ -40,9 +40,13 @@ fn schema_file(dir: &Path) -> PathBuf {
 }
 
 async fn create_topic(broker: &Broker, topic: &str) {
+    create_topic_with(broker, topic, PARTITIONS).await;
+}
+
+async fn create_topic_with(broker: &Broker, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().expect("admin client");
-    let topics = [NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))];
+    let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
     let results = admin.create_topics(&topics, &AdminOptions::new()).await.expect("create_topics");
     for r in results {
         r.expect("topic created");
@@ -255,4 +259,45 @@ async fn sigterm_commits_and_a_restart_reads_only_what_is_new() {
     // The offsets committed at the SIGTERM hold: only the new records are read again.
     assert_eq!(read_count(&summary), MORE as u64, "the restarted worker re-read committed records: {summary}");
     assert!(ids.values().all(|&n| n == 1), "ids written twice across a graceful restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_messages_are_dead_lettered_with_their_position() {
+    const GOOD: i64 = 10;
+    let sink = RefSink::start().await.expect("reference sink");
+    let broker = Broker::start().expect("Kafka test broker");
+    let dir = tempdir("dead");
+    let (topic, group, table) = ("mixed", "bq-mixed", "mixed");
+    create_topic_with(&broker, topic, 1).await;
+    let p = producer(&broker);
+    produce(&p, topic, 0, GOOD, Duration::ZERO);
+    // Offset 10: a value that does not fit the schema; offset 11: a tombstone (no value).
+    p.send(BaseRecord::<str, str>::to(topic).payload(r#"{"id": "not a number"}"#)).expect("send");
+    p.send(BaseRecord::<str, str>::to(topic).key("gone")).expect("send");
+    p.flush(Duration::from_secs(30)).expect("produced");
+
+    let child = worker(&sink, &broker, topic, group, table, &dir);
+    wait_all_in(&sink, table, GOOD, std::slice::from_ref(&dir)).await;
+    let dead_file = dir.join("dead.ndjson");
+    let started = Instant::now();
+    let letters = loop {
+        let text = std::fs::read_to_string(&dead_file).unwrap_or_default();
+        if text.lines().count() >= 2 || started.elapsed() > ALL_IN_TIMEOUT {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    sigterm(&child);
+    let (code, summary) = wait_exit(child, &dir);
+    assert_eq!(code, Some(2), "a row read was not written: exit 2; summary {summary}");
+    assert!(summary.contains(&format!("written {GOOD}, dead-lettered 2")), "{summary}");
+    let mut offsets = Vec::new();
+    for line in letters.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("dead letter is JSON");
+        assert_eq!(v["topic"], topic, "{line}");
+        assert_eq!(v["partition"], 0, "{line}");
+        offsets.push(v["offset"].as_i64().expect("offset"));
+    }
+    offsets.sort_unstable();
+    assert_eq!(offsets, [GOOD, GOOD + 1], "dead letters: {letters}");
 }
