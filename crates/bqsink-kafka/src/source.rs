@@ -108,9 +108,9 @@ impl KafkaSource {
         let mut report = RunReport::default();
         let mut stop = std::pin::pin!(stop);
         let result = loop {
-            let (batch, stopped) = self.gather(&mut stop).await;
+            let (mut batch, stopped) = self.gather(&mut stop).await;
             if !batch.is_empty() {
-                if let Err(e) = self.write(dest, dead_letters, &batch).await {
+                if let Err(e) = self.write(dest, dead_letters, &mut batch).await {
                     break Err(e);
                 }
                 report.batches += 1;
@@ -174,13 +174,13 @@ impl KafkaSource {
         &self,
         dest: &Destination,
         dead_letters: Option<&KafkaDeadLetters>,
-        batch: &Batch,
+        batch: &mut Batch,
     ) -> Result<(), Error> {
         if let Some(d) = dead_letters {
             d.begin(batch.positions.clone());
         }
         let started = Instant::now();
-        let data = batch.ndjson.clone();
+        let data = std::mem::take(&mut batch.ndjson);
         dest.load(std::io::Cursor::new(data), LoadOptions::ndjson()).await?;
         dest.flush().await?;
         debug!(messages = batch.positions.len(), elapsed = ?started.elapsed(), "batch written");
