@@ -3,8 +3,10 @@
 //! - `demo` — install and start bqemulator, load the bundled sample data with `bqsink load`,
 //!   query each table back, print it with its row count, load the bundled Segment events with
 //!   `bqsink segment` and list the tables they made, stop the emulator.
-//! - `test` — install bqemulator if missing, then run every test of the workspace.
+//! - `test` — install bqemulator and the Kafka test broker if missing, then run every test of
+//!   the workspace.
 //! - `emulator install` — install bqemulator into `target/bqemulator`.
+//! - `kafka install` — install the Kafka test broker (tansu) into `target/kafka`.
 //! - `golden` — regenerate the golden protobuf fixtures with Python's `protobuf` package.
 //! - `bench [--quick] [--load-only] [--segment-only]` — bqsink against Google's Python client and
 //!   a Rust peer on a local fast sink (through the library, and `bqsink load` reading a file),
@@ -21,6 +23,7 @@ mod bench_load;
 mod bench_segment;
 mod bench_typed;
 mod emulator;
+mod kafka;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +37,7 @@ fn main() -> anyhow::Result<()> {
         ["demo"] => demo(&root),
         ["test", rest @ ..] => test(&root, rest),
         ["emulator", "install"] => emulator::install(&root),
+        ["kafka", "install"] => kafka::install(&root),
         ["golden"] => golden(&root),
         ["bench", rest @ ..] => bench::bench(&root, rest),
         _ => {
@@ -41,8 +45,9 @@ fn main() -> anyhow::Result<()> {
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  demo               load bundled sample data into a local bqemulator and show it\n  \
-                 test [ARGS…]       install bqemulator if missing, run every test (ARGS go to cargo test)\n  \
+                 test [ARGS…]       install bqemulator and tansu if missing, run every test (ARGS go to cargo test)\n  \
                  emulator install   install bqemulator into target/bqemulator\n  \
+                 kafka install      install the Kafka test broker (tansu) into target/kafka\n  \
                  golden             regenerate tests/fixtures/golden/golden.json with Python protobuf\n  \
                  bench [--quick]    bqsink vs the Python and Rust clients on a local sink; target/bench/summary.json\n  \
                  bench --load-only  only `bqsink load` of a file vs the peers (with --quick: 100k/1M rows)\n  \
@@ -73,6 +78,7 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 fn test(root: &Path, extra: &[&str]) -> anyhow::Result<()> {
     emulator::install(root)?;
+    kafka::install(root)?;
     run(cargo().current_dir(root).args(["test", "--workspace", "--all-targets"]).args(extra))?;
     run(cargo().current_dir(root).args(["test", "--workspace", "--doc"]))?;
     Ok(())

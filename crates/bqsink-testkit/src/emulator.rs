@@ -252,7 +252,7 @@ fn has_extensions(home: &Path) -> bool {
 
 /// The nearest directory with a `Cargo.toml` holding a `[workspace]` table, above this crate's
 /// manifest directory (as compiled) or else above the current directory.
-fn workspace_root() -> Option<PathBuf> {
+pub(crate) fn workspace_root() -> Option<PathBuf> {
     let from_manifest = Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf();
     let from_cwd = std::env::current_dir().ok();
     [Some(from_manifest), from_cwd]

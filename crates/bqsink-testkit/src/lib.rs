@@ -4,6 +4,8 @@
 pub mod emulator;
 
 pub use emulator::Emulator;
+pub mod broker;
+pub use broker::Broker;
 pub mod compare;
 pub mod oauth;
 pub mod refsink;

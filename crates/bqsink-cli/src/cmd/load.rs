@@ -635,7 +635,7 @@ impl RowErrors<'_> {
     }
 }
 
-fn read_schema(path: &std::path::Path) -> anyhow::Result<Schema> {
+pub(crate) fn read_schema(path: &std::path::Path) -> anyhow::Result<Schema> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read the schema file {}", path.display()))?;
     Schema::from_json(&text).map_err(|e| anyhow!("schema file {}: {e}", path.display()))

@@ -9,6 +9,7 @@ use crate::Global;
 
 pub(crate) mod config;
 pub(crate) mod health;
+pub(crate) mod kafka;
 pub(crate) mod load;
 pub(crate) mod schema;
 pub(crate) mod segment;
@@ -20,6 +21,9 @@ pub(crate) enum Command {
     /// Load NDJSON, CSV or a JSON array (files, globs or stdin) into a table
     #[command(after_help = load::AFTER_HELP)]
     Load(load::LoadArgs),
+    /// Consume Kafka topics in a consumer group into a table (N processes share the partitions)
+    #[command(after_help = kafka::AFTER_HELP)]
+    Kafka(kafka::KafkaArgs),
     /// List the dataset's tables with their rows, partitioning and clustering
     #[command(after_help = tables::AFTER_HELP)]
     Tables(tables::TablesArgs),
@@ -44,6 +48,7 @@ pub(crate) enum Command {
 pub(crate) async fn run(command: Command, global: &Global, interrupt: &Interrupt) -> anyhow::Result<ExitCode> {
     match command {
         Command::Load(args) => load::run(args, global, interrupt).await,
+        Command::Kafka(args) => kafka::run(args, global, interrupt).await,
         Command::Tables(args) => tables::run(args, global).await,
         Command::Health(args) => health::run(args, global).await,
         Command::Config(args) => config::run(args, global),
