@@ -6,7 +6,8 @@
 //!   record is taken apart first.
 //! - A JSON array: read here, on the reader's thread, element by element (a small state machine
 //!   over the bytes); each element is handed on as one line, its whitespace newlines blanked
-//!   (raw newlines cannot occur inside JSON strings), so the NDJSON transcoder reads it.
+//!   (raw newlines cannot occur inside JSON strings; one in broken input becomes a `\r`, so the
+//!   element stays on its line and is still refused), so the NDJSON transcoder reads it.
 
 use std::io::{self, Read};
 
@@ -206,7 +207,19 @@ impl<R: Read> Chunker<R> {
                 self.read_once(self.chunk_bytes)?;
                 continue;
             }
-            let (used, boundary) = self.array.feed(&self.carry[pos..], &mut out)?;
+            let (used, boundary) = match self.array.feed(&self.carry[pos..], &mut out) {
+                Ok(fed) => fed,
+                Err(e) => {
+                    // As at the end of the input: the whole elements read before the break are
+                    // handed on first, however the input was cut into chunks.
+                    out.truncate(memchr::memrchr(b'\n', &out).map_or(0, |at| at + 1));
+                    if out.is_empty() {
+                        return Err(e);
+                    }
+                    self.failed = Some(e);
+                    break;
+                }
+            };
             pos += used;
             if boundary && out.len() >= self.chunk_bytes {
                 break;
@@ -242,6 +255,16 @@ fn last_record_end(b: &[u8]) -> Option<usize> {
         }
     }
     last
+}
+
+/// A byte of an element's string as written to its line: a raw newline (not JSON, but it occurs
+/// in broken input) becomes a raw `\r`, which keeps the element on one line and still invalid.
+fn string_byte(c: u8) -> u8 {
+    if c == b'\n' {
+        b'\r'
+    } else {
+        c
+    }
 }
 
 /// Where the reader is in a JSON array.
@@ -305,13 +328,13 @@ impl ArrayState {
                     if self.in_string {
                         if self.escape {
                             self.escape = false;
-                            out.push(c);
+                            out.push(string_byte(c));
                             i += 1;
                             self.offset += 1;
                             continue;
                         }
-                        // Copy the string's run up to a quote or backslash at once.
-                        let run = memchr::memchr2(b'"', b'\\', &b[i..]).unwrap_or(b.len() - i);
+                        // Copy the string's run up to a quote, backslash or raw newline at once.
+                        let run = memchr::memchr3(b'"', b'\\', b'\n', &b[i..]).unwrap_or(b.len() - i);
                         if run > 0 {
                             out.extend_from_slice(&b[i..i + run]);
                             i += run;
@@ -320,9 +343,10 @@ impl ArrayState {
                         }
                         match c {
                             b'\\' => self.escape = true,
+                            b'\n' => {}
                             _ => self.in_string = false,
                         }
-                        out.push(c);
+                        out.push(string_byte(c));
                     } else {
                         match c {
                             b'"' => self.in_string = true,
@@ -436,8 +460,42 @@ mod tests {
         let mut broken = Chunker::new(&b"[1,2"[..], Format::JsonArray, 64);
         assert_eq!(broken.next_chunk().expect("the first element").map(|c| c.data), Some(b"1\n".to_vec()));
         assert!(broken.next_chunk().is_err());
-        assert!(Chunker::new(&b"[1,,2]"[..], Format::JsonArray, 64).next_chunk().is_err());
-        assert!(Chunker::new(&b"[1] x"[..], Format::JsonArray, 64).next_chunk().is_err());
+        let mut broken = Chunker::new(&b"[1,,2]"[..], Format::JsonArray, 64);
+        assert_eq!(broken.next_chunk().expect("the first element").map(|c| c.data), Some(b"1\n".to_vec()));
+        assert!(broken.next_chunk().is_err());
+        let mut broken = Chunker::new(&b"[1] x"[..], Format::JsonArray, 64);
+        assert_eq!(broken.next_chunk().expect("the element").map(|c| c.data), Some(b"1\n".to_vec()));
+        assert!(broken.next_chunk().is_err());
         assert!(chunks(b"[]", Format::JsonArray, 64).is_empty());
+    }
+
+    /// Found by fuzzing: a break after whole elements lost them when it came in the same chunk
+    /// as they did (but not when they came in earlier chunks).
+    #[test]
+    fn a_break_after_whole_elements_hands_them_on_in_any_chunking() {
+        let text = format!("[{{\"a\":\"{}\"}}, 2] x", "y".repeat(100));
+        for size in [64, 1 << 20] {
+            let mut c = Chunker::new(text.as_bytes(), Format::JsonArray, size);
+            let mut elements = 0;
+            let mut err = None;
+            while err.is_none() {
+                match c.next_chunk() {
+                    Ok(Some(chunk)) => elements += chunk.data.iter().filter(|b| **b == b'\n').count(),
+                    Ok(None) => panic!("the break is reported"),
+                    Err(e) => err = Some(e),
+                }
+            }
+            assert_eq!(elements, 2, "{size}");
+            assert_eq!(err.map(|e| e.to_string()).as_deref(), Some("text after the end of the array at byte 115"));
+        }
+    }
+
+    /// Found by fuzzing: a raw newline inside a string (not JSON) split its element into several
+    /// lines, so one element was refused several times and the later ones were misnumbered.
+    #[test]
+    fn a_raw_newline_in_a_string_keeps_its_element_on_one_line() {
+        let got = chunks(b"[{\"a\":\"x\ny\\\nz\"}, {\"b\":1}]", Format::JsonArray, 64);
+        let all: String = got.iter().map(|c| c.1.as_str()).collect();
+        assert_eq!(all, "{\"a\":\"x\ry\\\rz\"}\n{\"b\":1}\n");
     }
 }

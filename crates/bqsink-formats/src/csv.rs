@@ -4,7 +4,7 @@
 
 use bqsink_core::{coerce_scalar, FieldType, Mode, RowError, Scalar, Value};
 use bqsink_transport::{put_coerced_body, RowDescriptor, UnknownFields, WireKind};
-use csv_core::{ReadRecordResult, Reader};
+use csv_core::{ReadRecordResult, Reader, ReaderBuilder, Terminator};
 
 use crate::batch::{Batch, Batches, Cut};
 
@@ -83,7 +83,7 @@ impl CsvTranscoder {
     /// Transcodes a chunk of whole CSV records whose first line is line `first_line` (1-based).
     pub fn chunk(&mut self, chunk: &[u8], first_line: u64, cut: Cut) -> Vec<Batch> {
         let mut batches = Batches::new(&self.descriptor, cut, chunk.len());
-        let mut reader = Reader::new();
+        let mut reader = reader();
         let mut at = 0;
         let mut line = first_line;
         loop {
@@ -92,6 +92,13 @@ impl CsvTranscoder {
             let start = at;
             let Some(done) = self.read_record(&mut reader, chunk, &mut at) else { break };
             let raw = &chunk[start..at];
+            // The `\r` of a `\r\n` ends the record's last field (a lone `\r` is data).
+            if raw.strip_suffix(b"\n").unwrap_or(raw).ends_with(b"\r") && self.fields.last() == Some(&b'\r') {
+                self.fields.pop();
+                if let Some(end) = self.ends.last_mut() {
+                    *end = self.fields.len();
+                }
+            }
             let number = line + skipped_blank_lines(raw);
             line += memchr::memchr_iter(b'\n', raw).count() as u64;
             if self.ends.is_empty() || (self.ends.len() == 1 && self.ends[0] == 0 && self.headers.len() > 1) {
@@ -243,6 +250,13 @@ fn preview(cell: &str) -> String {
     Value::String(cell.to_owned()).preview()
 }
 
+/// A CSV reader whose records end at `\n` (with `\r\n`, the `\r` is dropped from the last field):
+/// as the chunker and line numbers count lines, so a lone `\r` cannot start a second record on
+/// the same line.
+fn reader() -> Reader {
+    ReaderBuilder::new().terminator(Terminator::Any(b'\n')).build()
+}
+
 /// Lines before a record's first byte that are blank (csv-core skips them).
 fn skipped_blank_lines(raw: &[u8]) -> u64 {
     let mut n = 0;
@@ -260,7 +274,7 @@ fn skipped_blank_lines(raw: &[u8]) -> u64 {
 
 /// One whole record's fields (for the header).
 fn split_record(record: &[u8]) -> (Vec<u8>, Vec<usize>) {
-    let mut reader = Reader::new();
+    let mut reader = reader();
     let mut fields = vec![0u8; record.len() + 16];
     let mut ends = vec![0usize; record.len() + 2];
     let (_, _, nout, nend) = reader.read_record(record, &mut fields, &mut ends);
@@ -306,6 +320,24 @@ mod tests {
             refused.extend(b.refused.into_iter().map(|r| (r.position, r.error.to_string(), r.raw)));
         }
         (rows, refused)
+    }
+
+    /// Found by fuzzing: a lone `\r` ended a record, so two records had the same line (the
+    /// same position, which checkpoints count on).
+    #[test]
+    fn a_lone_carriage_return_does_not_end_a_record() {
+        let mut t = transcoder("id,note", UnknownFields::Reject);
+        let (rows, refused) = run(&mut t, "1,a\rb\r\n2,\"c\"\r\n3,d\re\r\n\r\n4,x\r");
+        assert_eq!(
+            rows,
+            vec![
+                r#"1:{"id":1,"note":"a\rb"}"#.to_owned(),
+                r#"2:{"id":2,"note":"c"}"#.to_owned(),
+                r#"3:{"id":3,"note":"d\re"}"#.to_owned(),
+                r#"5:{"id":4,"note":"x"}"#.to_owned(),
+            ]
+        );
+        assert!(refused.is_empty(), "{refused:?}");
     }
 
     #[test]
