@@ -394,8 +394,7 @@ pub fn schema_roundtrip(data: &[u8]) {
     };
     let back = d.schema();
     assert_eq!(*back, schema, "the descriptor gives back the schema it was built from");
-    let words: Vec<String> =
-        text.split(|c: char| c == '"').filter(|w| w.len() < 40).map(str::to_owned).take(64).collect();
+    let words: Vec<String> = text.split('"').filter(|w| w.len() < 40).map(str::to_owned).take(64).collect();
     let mut r = Rng::from_bytes(data);
     let mut enc = RowEncoder::new(d.clone());
     let mut t = JsonTranscoder::new(d.clone());
