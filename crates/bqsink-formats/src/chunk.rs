@@ -232,25 +232,34 @@ impl<R: Read> Chunker<R> {
 
 /// End (after its newline) of the first CSV record of `b`, if `b` holds a whole one.
 fn first_record_end(b: &[u8]) -> Option<usize> {
-    let mut quoted = false;
-    for at in memchr::memchr2_iter(b'"', b'\n', b) {
-        match b[at] {
-            b'"' => quoted = !quoted,
-            _ if !quoted => return Some(at + 1),
-            _ => {}
-        }
-    }
-    None
+    csv_record_end(b, true)
 }
 
 /// End (after its newline) of the last whole CSV record of `b` (which starts at a record).
 fn last_record_end(b: &[u8]) -> Option<usize> {
-    let mut quoted = false;
+    csv_record_end(b, false)
+}
+
+/// Where CSV records of `b` end, read by the rules the CSV transcoder reads them by (a quote
+/// opens a quoted field only at the start of a field): cutting anywhere else would read the
+/// records differently in chunks than whole.
+fn csv_record_end(b: &[u8], first: bool) -> Option<usize> {
+    let mut reader = crate::csv::reader();
+    let mut fields = [0u8; 4096];
+    let mut ends = [0usize; 256];
+    let mut at = 0;
     let mut last = None;
-    for at in memchr::memchr2_iter(b'"', b'\n', b) {
-        match b[at] {
-            b'"' => quoted = !quoted,
-            _ if !quoted => last = Some(at + 1),
+    while at < b.len() {
+        let (result, used, _, _) = reader.read_record(&b[at..], &mut fields, &mut ends);
+        at += used;
+        match result {
+            csv_core::ReadRecordResult::Record if at > 0 && b[at - 1] == b'\n' => {
+                last = Some(at);
+                if first {
+                    break;
+                }
+            }
+            csv_core::ReadRecordResult::InputEmpty | csv_core::ReadRecordResult::End => break,
             _ => {}
         }
     }
@@ -277,6 +286,8 @@ struct ArrayState {
     escape: bool,
     /// Elements seen so far.
     element: u64,
+    /// Where the current element's text starts in the chunk being written.
+    start: usize,
     /// Bytes of the input consumed, for messages.
     offset: u64,
 }
@@ -321,6 +332,7 @@ impl ArrayState {
                     _ => {
                         self.phase = Phase::InElement;
                         self.depth = 0;
+                        self.start = out.len();
                         continue;
                     }
                 },
@@ -354,7 +366,7 @@ impl ArrayState {
                             b'}' | b']' if self.depth > 0 => self.depth -= 1,
                             b',' | b']' if self.depth == 0 => {
                                 // The `,` or `]` is read again in the `After` phase.
-                                self.end_element(out);
+                                self.end_element(out)?;
                                 return Ok((i, true));
                             }
                             b'\n' | b'\r' => {
@@ -386,10 +398,17 @@ impl ArrayState {
         Ok((i, false))
     }
 
-    fn end_element(&mut self, out: &mut Vec<u8>) {
+    fn end_element(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        // Bytes the NDJSON transcoder skips as a blank line (a vertical tab, a byte-order mark)
+        // are no element: the array has a hole, not a row less.
+        let text = std::str::from_utf8(out.get(self.start..).unwrap_or_default());
+        if text.is_ok_and(|t| t.trim().trim_start_matches('\u{feff}').is_empty()) {
+            return Err(self.bad("expected an element"));
+        }
         out.push(b'\n');
         self.element += 1;
         self.phase = Phase::After;
+        Ok(())
     }
 
     fn finish(&self) -> io::Result<()> {
@@ -488,6 +507,44 @@ mod tests {
             assert_eq!(elements, 2, "{size}");
             assert_eq!(err.map(|e| e.to_string()).as_deref(), Some("text after the end of the array at byte 115"));
         }
+    }
+
+    /// Found by fuzzing: an "element" of only a vertical tab or a byte-order mark (no JSON
+    /// whitespace, so the chunker took it for an element) was skipped by the transcoder as a
+    /// blank line: a row vanished without a refusal.
+    #[test]
+    fn an_element_the_transcoder_would_skip_is_a_hole_in_the_array() {
+        for text in ["[1,\u{b} ]", "[\u{feff}]", "[1, \u{a0} ,2]"] {
+            let mut c = Chunker::new(text.as_bytes(), Format::JsonArray, 64);
+            let mut err = None;
+            while err.is_none() {
+                match c.next_chunk() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("{text:?}: the hole is reported"),
+                    Err(e) => err = Some(e.to_string()),
+                }
+            }
+            assert!(err.is_some_and(|e| e.starts_with("expected an element")), "{text:?}");
+        }
+    }
+
+    /// Found by fuzzing: a CSV quote in the middle of a field (data to csv-core) was taken by
+    /// the chunker for the start of a quoted field, so chunks were cut where records did not end.
+    #[test]
+    fn csv_chunks_end_where_records_end() {
+        let text = "id,s\n1,a\"b\n2,\"x\ny\"\n3,c\"\n4,d\n";
+        for size in [64, 1 << 20] {
+            let mut c = Chunker::new(text.as_bytes(), Format::Csv, size);
+            c.csv_header().expect("header");
+            let mut all = String::new();
+            while let Some(chunk) = c.next_chunk().expect("read") {
+                all.push_str(std::str::from_utf8(&chunk.data).expect("utf-8"));
+            }
+            assert_eq!(all, "1,a\"b\n2,\"x\ny\"\n3,c\"\n4,d\n");
+        }
+        assert_eq!(last_record_end(b"1,a\"b\n2,\"x\ny"), Some(6));
+        assert_eq!(last_record_end(b"1,a\"b\n2,\"x\ny\"\n3"), Some(14));
+        assert_eq!(first_record_end(b"a,\"b\nc\",d\ne"), Some(10));
     }
 
     /// Found by fuzzing: a raw newline inside a string (not JSON) split its element into several
