@@ -437,7 +437,8 @@ mod tests {
         let mut names = NameSet::new();
         assert_eq!(names.column_for("a_3", "a_3".into()), "a_3");
         let n = 50_000;
-        let got: Vec<String> = (0..n).map(|i| names.column_for(&format!("a{}", " ".repeat(i % 7 + 1)) , "a".into())).collect();
+        let got: Vec<String> =
+            (0..n).map(|i| names.column_for(&format!("a{}", " ".repeat(i % 7 + 1)), "a".into())).collect();
         // Only 7 distinct keys: the same key keeps its column.
         assert_eq!(&got[..8], &["a", "a_2", "a_4", "a_5", "a_6", "a_7", "a_8", "a"]);
         let mut wide = NameSet::new();
