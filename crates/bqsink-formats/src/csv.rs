@@ -101,7 +101,9 @@ impl CsvTranscoder {
             }
             let number = line + skipped_blank_lines(raw);
             line += memchr::memchr_iter(b'\n', raw).count() as u64;
-            if self.ends.is_empty() || (self.ends.len() == 1 && self.ends[0] == 0 && self.headers.len() > 1) {
+            // Blank lines are no records (csv-core skips `\n` ones; `\r\n` ones reach here).
+            let blank = raw.iter().all(|b| *b == b'\n' || *b == b'\r');
+            if self.ends.is_empty() || blank || (self.ends.len() == 1 && self.ends[0] == 0 && self.headers.len() > 1) {
                 if done {
                     break;
                 }
@@ -318,6 +320,18 @@ mod tests {
             refused.extend(b.refused.into_iter().map(|r| (r.position, r.error.to_string(), r.raw)));
         }
         (rows, refused)
+    }
+
+    /// Found by fuzzing: a `\r\n` blank line under a one-column header was written as a row
+    /// of NULL, counted as a blank line too, so the next record had its position.
+    #[test]
+    fn crlf_blank_lines_are_skipped_whatever_the_header() {
+        let schema = bqsink_core::Schema::new(vec![bqsink_core::Field::new("s", FieldType::String)]);
+        let d = RowDescriptor::new(&schema).expect("schema");
+        let mut t = CsvTranscoder::new(d, b"s", UnknownFields::Reject);
+        let (rows, refused) = run(&mut t, "\n\r\ny\n\r\n\n\rz\r");
+        assert_eq!(rows, vec![r#"3:{"s":"y"}"#.to_owned(), r#"6:{"s":"\rz"}"#.to_owned()]);
+        assert!(refused.is_empty(), "{refused:?}");
     }
 
     /// Found by fuzzing: a quoted field left open at the end of the input had its field ends
