@@ -26,6 +26,8 @@ pub enum Format {
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// Largest single read.
 const READ_AT_ONCE: usize = 1 << 20;
+/// Smallest read asked for after a short one.
+const MIN_READ: usize = 8 * 1024;
 
 /// A run of whole records.
 #[derive(Debug)]
@@ -49,6 +51,50 @@ pub struct Chunker<R> {
     array: ArrayState,
     /// Why a JSON array broke off, reported after the elements read before it.
     failed: Option<io::Error>,
+    /// How far `carry` was searched for a record end: bytes arriving a few at a time (a pipe)
+    /// are searched once, not again on every read.
+    scan: Scan,
+    /// Bytes to ask of the next read.
+    read_size: usize,
+}
+
+/// The search for the last record end in `carry`, resumed where it stopped.
+#[derive(Default)]
+struct Scan {
+    /// Bytes of `carry` searched.
+    at: usize,
+    /// End of the last whole record found.
+    last: Option<usize>,
+    /// The CSV reader's state at `at`.
+    csv: Option<csv_core::Reader>,
+}
+
+impl Scan {
+    /// End (after its newline) of the last whole record of `carry` (which starts at a record).
+    fn last_end(&mut self, carry: &[u8], format: Format) -> Option<usize> {
+        let new = carry.get(self.at..).unwrap_or_default();
+        if format == Format::Csv {
+            let reader = self.csv.get_or_insert_with(crate::csv::reader);
+            let mut fields = [0u8; 4096];
+            let mut ends = [0usize; 256];
+            let mut at = 0;
+            while at < new.len() {
+                let (result, used, _, _) = reader.read_record(&new[at..], &mut fields, &mut ends);
+                at += used;
+                match result {
+                    csv_core::ReadRecordResult::Record if at > 0 && new[at - 1] == b'\n' => {
+                        self.last = Some(self.at + at);
+                    }
+                    csv_core::ReadRecordResult::InputEmpty | csv_core::ReadRecordResult::End => break,
+                    _ => {}
+                }
+            }
+        } else if let Some(at) = memchr::memrchr(b'\n', new) {
+            self.last = Some(self.at + at + 1);
+        }
+        self.at = carry.len();
+        self.last
+    }
 }
 
 impl<R> std::fmt::Debug for Chunker<R> {
@@ -70,6 +116,8 @@ impl<R: Read> Chunker<R> {
             header: None,
             array: ArrayState::default(),
             failed: None,
+            scan: Scan::default(),
+            read_size: READ_AT_ONCE,
         }
     }
 
@@ -90,6 +138,7 @@ impl<R: Read> Chunker<R> {
             loop {
                 if let Some(end) = first_record_end(&self.carry) {
                     let rest = self.carry.split_off(end);
+                    self.scan = Scan::default();
                     let mut header = std::mem::replace(&mut self.carry, rest);
                     self.next_line += memchr::memchr_iter(b'\n', &header).count() as u64;
                     while header.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
@@ -122,16 +171,16 @@ impl<R: Read> Chunker<R> {
             if !self.eof && self.carry.len() < want {
                 // A short read means no more is ready now (a pipe, a terminal): hand on what
                 // is here rather than wait for a full chunk, so slow inputs keep moving.
-                let asked = (want - self.carry.len()).min(READ_AT_ONCE);
+                let asked = (want - self.carry.len()).min(self.read_size);
                 let got = self.read_once(asked)?;
+                // The room asked for is zeroed first: after a short read ask for little more
+                // than came, so bytes arriving a few at a time cost linear time, not quadratic.
+                self.read_size = if got < asked { (2 * got).max(MIN_READ) } else { (2 * asked).min(READ_AT_ONCE) };
                 if got == asked && self.carry.len() < want {
                     continue;
                 }
             }
-            let cut = match self.format {
-                Format::Csv => last_record_end(&self.carry),
-                _ => memchr::memrchr(b'\n', &self.carry).map(|at| at + 1),
-            };
+            let cut = self.scan.last_end(&self.carry, self.format);
             let end = match cut {
                 _ if self.eof => self.carry.len(),
                 Some(end) => end,
@@ -147,6 +196,7 @@ impl<R: Read> Chunker<R> {
                 return Ok(None);
             }
             let rest = self.carry[end..].to_vec();
+            self.scan = Scan::default();
             let mut data = std::mem::replace(&mut self.carry, rest);
             data.truncate(end);
             let first_line = self.next_line;
@@ -230,20 +280,16 @@ impl<R: Read> Chunker<R> {
     }
 }
 
-/// End (after its newline) of the first CSV record of `b`, if `b` holds a whole one.
-fn first_record_end(b: &[u8]) -> Option<usize> {
-    csv_record_end(b, true)
-}
-
 /// End (after its newline) of the last whole CSV record of `b` (which starts at a record).
+#[cfg(test)]
 fn last_record_end(b: &[u8]) -> Option<usize> {
-    csv_record_end(b, false)
+    Scan::default().last_end(b, Format::Csv)
 }
 
-/// Where CSV records of `b` end, read by the rules the CSV transcoder reads them by (a quote
-/// opens a quoted field only at the start of a field): cutting anywhere else would read the
-/// records differently in chunks than whole.
-fn csv_record_end(b: &[u8], first: bool) -> Option<usize> {
+/// End (after its newline) of the first CSV record of `b`, if `b` holds a whole one. Records
+/// are read by the CSV transcoder's rules (a quote opens a quoted field only at the start of a
+/// field) here and in [`Scan`]: cut anywhere else, records would read differently in chunks.
+fn first_record_end(b: &[u8]) -> Option<usize> {
     let mut reader = crate::csv::reader();
     let mut fields = [0u8; 4096];
     let mut ends = [0usize; 256];
@@ -255,9 +301,7 @@ fn csv_record_end(b: &[u8], first: bool) -> Option<usize> {
         match result {
             csv_core::ReadRecordResult::Record if at > 0 && b[at - 1] == b'\n' => {
                 last = Some(at);
-                if first {
-                    break;
-                }
+                break;
             }
             csv_core::ReadRecordResult::InputEmpty | csv_core::ReadRecordResult::End => break,
             _ => {}
@@ -545,6 +589,34 @@ mod tests {
         assert_eq!(last_record_end(b"1,a\"b\n2,\"x\ny"), Some(6));
         assert_eq!(last_record_end(b"1,a\"b\n2,\"x\ny\"\n3"), Some(14));
         assert_eq!(first_record_end(b"a,\"b\nc\",d\ne"), Some(10));
+    }
+
+    /// Found replaying the fuzz corpus: a reader handing on a few bytes at a time (a pipe) made
+    /// the chunker search the whole carry again on every read, quadratic in a record's length.
+    #[test]
+    fn a_long_record_arriving_a_byte_at_a_time_is_searched_once() {
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.0.len().min(buf.len()).min(1);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let line = format!("{{\"s\":\"{}\"}}\n", "x".repeat(40_000));
+        let csv = format!("a,b\n1,\"{}\n\"\n2,y\n", "x,\"\"".repeat(8_000));
+        let started = std::time::Instant::now();
+        for (text, format) in [(line.as_str(), Format::Ndjson), (csv.as_str(), Format::Csv)] {
+            let mut c = Chunker::new(Trickle(text.as_bytes()), format, 64);
+            let mut all = Vec::new();
+            while let Some(chunk) = c.next_chunk().expect("read") {
+                all.extend(chunk.data);
+            }
+            let body = if format == Format::Csv { &text.as_bytes()[4..] } else { text.as_bytes() };
+            assert_eq!(all, body);
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
     }
 
     /// Found by fuzzing: a raw newline inside a string (not JSON) split its element into several

@@ -483,7 +483,8 @@ pub fn chunking(data: &[u8]) {
     let unknown = unknown(head[0] >> 6);
     let cut = cut(head[1]);
     let limit = input.len() + 2;
-    let whole = chunked(input, format, 1 << 24, &d, unknown, cut, limit);
+    // One chunk: the chunk size is over the input's length (and not much over: it is allocated).
+    let whole = chunked(input, format, 2 * input.len() + 64, &d, unknown, cut, limit);
     let sizes = [64, 64 + usize::from(head[1]), 64 + usize::from(head[2]) * 16];
     let lengths = [
         1 + usize::from(head[3] & 0x0F),
