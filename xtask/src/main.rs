@@ -13,6 +13,8 @@
 //!   `bqsink segment` on Segment events, and into bqemulator; writes `target/bench/summary.json`
 //!   and `throughput.svg`. `--load-only` runs only the file-loading section, `--segment-only`
 //!   only the Segment one.
+//! - `fuzz [--seconds N] [TARGET]` — run the cargo-fuzz targets of `fuzz/` (each, or the one
+//!   named) for N seconds (default 60) with a per-input timeout; print executions and corpus size.
 
 #![allow(clippy::print_stdout)]
 
@@ -23,6 +25,7 @@ mod bench_load;
 mod bench_segment;
 mod bench_typed;
 mod emulator;
+mod fuzz;
 mod kafka;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         ["kafka", "install"] => kafka::install(&root),
         ["golden"] => golden(&root),
         ["bench", rest @ ..] => bench::bench(&root, rest),
+        ["fuzz", rest @ ..] => fuzz::fuzz(&root, rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -51,7 +55,8 @@ fn main() -> anyhow::Result<()> {
                  golden             regenerate tests/fixtures/golden/golden.json with Python protobuf\n  \
                  bench [--quick]    bqsink vs the Python and Rust clients on a local sink; target/bench/summary.json\n  \
                  bench --load-only  only `bqsink load` of a file vs the peers (with --quick: 100k/1M rows)\n  \
-                 bench --segment-only  only `bqsink segment` on 200k and 1M events (with --quick: 20k/100k)"
+                 bench --segment-only  only `bqsink segment` on 200k and 1M events (with --quick: 20k/100k)\n  \
+                 fuzz [--seconds N] [TARGET]  run the fuzz targets of fuzz/ (each N s, default 60; nightly + cargo-fuzz)"
             );
             bail!("unknown or missing task")
         }

@@ -192,7 +192,9 @@ fn read_file(path: &Path, defaults: &[(String, Json)]) -> anyhow::Result<Vec<(St
         std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
     let table: toml::Table = toml::from_str(&text).map_err(|e| {
         let at = e.span().map(|s| format!(" at line {}", line_of(&text, s.start))).unwrap_or_default();
-        anyhow!("{}{at}: {}", path.display(), e.message().trim())
+        // `toml` leaves some messages empty (a lone `\r`).
+        let message = Some(e.message().trim()).filter(|m| !m.is_empty()).unwrap_or("not valid TOML");
+        anyhow!("{}{at}: {message}", path.display())
     })?;
     let keys: Vec<&str> = defaults.iter().map(|(k, _)| k.as_str()).collect();
     let mut out = Vec::new();
@@ -321,6 +323,14 @@ mod tests {
         let file = tmp("zero.toml", "project_id = \"p-123456\"\ndataset_id = \"d\"\nretry_max_attempts = 0\n");
         let e = resolve(Some(&file), &no_env, &[]).expect("parses").config.validate().expect_err("zero attempts");
         assert_eq!(e.key, "retry_max_attempts");
+    }
+
+    #[test]
+    fn a_toml_error_without_a_message_still_says_what() {
+        // Found by fuzzing: `toml` reports a lone `\r` with an empty message.
+        let file = tmp("lone-cr.toml", "project_id = \"p\"\n\r\0\n");
+        let err = resolve(Some(&file), &no_env, &[]).expect_err("not TOML").to_string();
+        assert!(err.ends_with("at line 2: not valid TOML"), "{err}");
     }
 
     #[test]

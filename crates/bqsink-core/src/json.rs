@@ -3,6 +3,7 @@
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, Serializer};
+use std::collections::HashMap;
 use std::fmt;
 
 use crate::decimal::Decimal;
@@ -123,10 +124,11 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut r = Record::with_capacity(map.size_hint().unwrap_or(0).min(1024));
+        let mut index = HashMap::new();
         while let Some(k) = map.next_key::<String>()? {
             let v: Value = map.next_value()?;
             // Later duplicates win, as in serde_json's own maps.
-            r.insert(k, v);
+            r.insert_indexed(k, v, &mut index);
         }
         Ok(Value::Record(r))
     }
@@ -227,6 +229,27 @@ mod tests {
         assert_eq!(r.get("E").map(Value::kind), Some("RECORD"));
         assert!(Record::from_json_str("[1]").is_err());
         assert!(Record::from_json_str("{").is_err());
+    }
+
+    /// Found by fuzzing with a time limit: an object's keys were each looked for among the keys
+    /// before them, so 40,000 keys took over a minute.
+    #[test]
+    fn an_object_with_many_keys_reads_in_linear_time() {
+        let keys = 200_000;
+        let text = format!(
+            "{{{},\"k7\":\"later\",\"a\":1,\"a\":2}}",
+            (0..keys).map(|i| format!("\"k{i}\":{i}")).collect::<Vec<_>>().join(",")
+        );
+        let started = std::time::Instant::now();
+        let r = Record::from_json_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+        assert_eq!(r.len(), keys + 1);
+        // Later duplicates still win, in the place of the first.
+        assert_eq!(r.entries()[7], ("k7".into(), Value::String("later".into())));
+        assert_eq!(r.get("a"), Some(&Value::Int64(2)));
+        assert_eq!(r.entries()[keys].0, "a");
+        let small = Record::from_json_str(r#"{"x":1,"y":2,"x":3}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(small.entries(), &[("x".into(), Value::Int64(3)), ("y".into(), Value::Int64(2))]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! newline-delimited JSON loads; see that function for the table.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -18,6 +19,9 @@ use crate::schema::FieldType;
 
 /// A column name inside a [`Record`]: borrowed for literal names, owned for parsed input.
 pub type Name = Cow<'static, str>;
+
+/// Columns from which [`Record::insert_indexed`] looks names up in an index rather than in order.
+const INDEX_FROM_COLUMNS: usize = 32;
 
 /// One BigQuery value.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -86,6 +90,25 @@ impl Record {
             slot.1 = value;
         } else {
             self.entries.push((name, value));
+        }
+    }
+    /// Sets a column as [`Record::insert`] does, finding an earlier one of the same name through
+    /// `index` (name → position, built and kept here) once the record has many columns: a record
+    /// read from a JSON object with many keys takes linear time, not quadratic.
+    pub(crate) fn insert_indexed(&mut self, name: String, value: Value, index: &mut HashMap<String, usize>) {
+        if index.is_empty() {
+            if self.entries.len() < INDEX_FROM_COLUMNS {
+                self.insert(name, value);
+                return;
+            }
+            index.extend(self.entries.iter().enumerate().map(|(i, (n, _))| (n.to_string(), i)));
+        }
+        match index.get(&name) {
+            Some(&at) => self.entries[at].1 = value,
+            None => {
+                index.insert(name.clone(), self.entries.len());
+                self.entries.push((Name::Owned(name), value));
+            }
         }
     }
     /// Appends a column without checking for an earlier one of the same name.

@@ -4,7 +4,7 @@
 
 use bqsink_core::{coerce_scalar, FieldType, Mode, RowError, Scalar, Value};
 use bqsink_transport::{put_coerced_body, RowDescriptor, UnknownFields, WireKind};
-use csv_core::{ReadRecordResult, Reader};
+use csv_core::{ReadRecordResult, Reader, ReaderBuilder, Terminator};
 
 use crate::batch::{Batch, Batches, Cut};
 
@@ -83,7 +83,7 @@ impl CsvTranscoder {
     /// Transcodes a chunk of whole CSV records whose first line is line `first_line` (1-based).
     pub fn chunk(&mut self, chunk: &[u8], first_line: u64, cut: Cut) -> Vec<Batch> {
         let mut batches = Batches::new(&self.descriptor, cut, chunk.len());
-        let mut reader = Reader::new();
+        let mut reader = reader();
         let mut at = 0;
         let mut line = first_line;
         loop {
@@ -92,9 +92,18 @@ impl CsvTranscoder {
             let start = at;
             let Some(done) = self.read_record(&mut reader, chunk, &mut at) else { break };
             let raw = &chunk[start..at];
+            // The `\r` of a `\r\n` ends the record's last field (a lone `\r` is data).
+            if raw.strip_suffix(b"\n").unwrap_or(raw).ends_with(b"\r") && self.fields.last() == Some(&b'\r') {
+                self.fields.pop();
+                if let Some(end) = self.ends.last_mut() {
+                    *end = self.fields.len();
+                }
+            }
             let number = line + skipped_blank_lines(raw);
             line += memchr::memchr_iter(b'\n', raw).count() as u64;
-            if self.ends.is_empty() || (self.ends.len() == 1 && self.ends[0] == 0 && self.headers.len() > 1) {
+            // Blank lines are no records (csv-core skips `\n` ones; `\r\n` ones reach here).
+            let blank = raw.iter().all(|b| *b == b'\n' || *b == b'\r');
+            if self.ends.is_empty() || blank || (self.ends.len() == 1 && self.ends[0] == 0 && self.headers.len() > 1) {
                 if done {
                     break;
                 }
@@ -137,11 +146,9 @@ impl CsvTranscoder {
             match result {
                 ReadRecordResult::InputEmpty if *at >= chunk.len() => {
                     // The chunk ended inside the last record (no line end): finish it.
+                    // (Its field ends count from the record's start too.)
                     let (result, _, nout, nend) =
                         reader.read_record(&[], &mut self.fields[out_len..], &mut self.ends[ends_len..]);
-                    for e in &mut self.ends[ends_len..ends_len + nend] {
-                        *e += out_len;
-                    }
                     out_len += nout;
                     ends_len += nend;
                     self.fields.truncate(out_len);
@@ -243,6 +250,13 @@ fn preview(cell: &str) -> String {
     Value::String(cell.to_owned()).preview()
 }
 
+/// A CSV reader whose records end at `\n` (with `\r\n`, the `\r` is dropped from the last field):
+/// as the chunker and line numbers count lines, so a lone `\r` cannot start a second record on
+/// the same line.
+pub(crate) fn reader() -> Reader {
+    ReaderBuilder::new().terminator(Terminator::Any(b'\n')).build()
+}
+
 /// Lines before a record's first byte that are blank (csv-core skips them).
 fn skipped_blank_lines(raw: &[u8]) -> u64 {
     let mut n = 0;
@@ -260,7 +274,7 @@ fn skipped_blank_lines(raw: &[u8]) -> u64 {
 
 /// One whole record's fields (for the header).
 fn split_record(record: &[u8]) -> (Vec<u8>, Vec<usize>) {
-    let mut reader = Reader::new();
+    let mut reader = reader();
     let mut fields = vec![0u8; record.len() + 16];
     let mut ends = vec![0usize; record.len() + 2];
     let (_, _, nout, nend) = reader.read_record(record, &mut fields, &mut ends);
@@ -306,6 +320,49 @@ mod tests {
             refused.extend(b.refused.into_iter().map(|r| (r.position, r.error.to_string(), r.raw)));
         }
         (rows, refused)
+    }
+
+    /// Found by fuzzing: a `\r\n` blank line under a one-column header was written as a row
+    /// of NULL, counted as a blank line too, so the next record had its position.
+    #[test]
+    fn crlf_blank_lines_are_skipped_whatever_the_header() {
+        let schema = bqsink_core::Schema::new(vec![bqsink_core::Field::new("s", FieldType::String)]);
+        let d = RowDescriptor::new(&schema).expect("schema");
+        let mut t = CsvTranscoder::new(d, b"s", UnknownFields::Reject);
+        let (rows, refused) = run(&mut t, "\n\r\ny\n\r\n\n\rz\r");
+        assert_eq!(rows, vec![r#"3:{"s":"y"}"#.to_owned(), r#"6:{"s":"\rz"}"#.to_owned()]);
+        assert!(refused.is_empty(), "{refused:?}");
+    }
+
+    /// Found by fuzzing: a quoted field left open at the end of the input had its field ends
+    /// counted twice, out of the record's bounds (a panic).
+    #[test]
+    fn a_quote_left_open_at_the_end_is_a_refusal_not_a_panic() {
+        let mut t = transcoder("id,note", UnknownFields::Reject);
+        // csv-core reads the rest of the input into the open field.
+        let (rows, refused) = run(&mut t, "2,\"b, 1,,\n");
+        assert_eq!(rows, vec![r#"1:{"id":2,"note":"b, 1,,\n"}"#.to_owned()]);
+        assert!(refused.is_empty(), "{refused:?}");
+        let (rows, _) = run(&mut t, "1,x\n2,\"b, 1\n");
+        assert_eq!(rows, vec![r#"1:{"id":1,"note":"x"}"#.to_owned(), r#"2:{"id":2,"note":"b, 1\n"}"#.to_owned()]);
+    }
+
+    /// Found by fuzzing: a lone `\r` ended a record, so two records had the same line (the
+    /// same position, which checkpoints count on).
+    #[test]
+    fn a_lone_carriage_return_does_not_end_a_record() {
+        let mut t = transcoder("id,note", UnknownFields::Reject);
+        let (rows, refused) = run(&mut t, "1,a\rb\r\n2,\"c\"\r\n3,d\re\r\n\r\n4,x\r");
+        assert_eq!(
+            rows,
+            vec![
+                r#"1:{"id":1,"note":"a\rb"}"#.to_owned(),
+                r#"2:{"id":2,"note":"c"}"#.to_owned(),
+                r#"3:{"id":3,"note":"d\re"}"#.to_owned(),
+                r#"5:{"id":4,"note":"x"}"#.to_owned(),
+            ]
+        );
+        assert!(refused.is_empty(), "{refused:?}");
     }
 
     #[test]

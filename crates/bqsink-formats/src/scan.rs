@@ -120,6 +120,29 @@ pub(crate) fn unescape(raw: &str, out: &mut String) -> Parsed<()> {
     Ok(())
 }
 
+/// Length of the escape starting with the backslash at `b[i]`, checked by [`unescape`]'s rules.
+fn escape_len(b: &[u8], i: usize) -> Parsed<usize> {
+    match b.get(i + 1) {
+        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(2),
+        Some(b'u') => match hex4(b, i + 2)? {
+            0xD800..=0xDBFF => {
+                let low = match (b.get(i + 6), b.get(i + 7)) {
+                    (Some(b'\\'), Some(b'u')) => hex4(b, i + 8)?,
+                    _ => return Err(Syntax("lone leading surrogate in hex escape".into())),
+                };
+                if (0xDC00..0xE000).contains(&low) {
+                    Ok(12)
+                } else {
+                    Err(Syntax("lone leading surrogate in hex escape".into()))
+                }
+            }
+            0xDC00..=0xDFFF => Err(Syntax("invalid unicode code point".into())),
+            _ => Ok(6),
+        },
+        _ => Err(Syntax("invalid escape".into())),
+    }
+}
+
 pub(crate) fn hex4(b: &[u8], at: usize) -> Parsed<u32> {
     let digits = b.get(at..at + 4).ok_or_else(|| Syntax("unfinished \\u escape".into()))?;
     let mut v = 0u32;
@@ -218,12 +241,12 @@ impl<'a> Parser<'a> {
                 }
                 Some(b'\\') => {
                     escaped = true;
-                    // Skip the backslash and the escaped byte (a `\u` escape's digits are
-                    // checked when the string is decoded; here they are plain bytes).
                     if i + 1 >= b.len() {
                         return Err(Syntax("unterminated string".into()));
                     }
-                    self.i += 2;
+                    // Checked here, not only when the string is decoded: a string that is only
+                    // skipped or classified must be JSON too.
+                    self.i += escape_len(b, i)?;
                 }
                 Some(_) => return Err(self.error("control character in a string")),
             }
@@ -401,5 +424,29 @@ impl<'a> Parser<'a> {
             return Err(self.error("expected `:`"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn string(text: &str) -> Result<KeyRef, String> {
+        let mut p = Parser { s: text, b: text.as_bytes(), i: 0 };
+        p.string_ref().map_err(|e| e.0)
+    }
+
+    /// Found by fuzzing Segment payloads: a string the scanner only classified or skipped was
+    /// not checked past its backslashes, so `"\<NUL>"` planned rows the `Record` path refuses.
+    #[test]
+    fn escapes_are_checked_in_strings_that_are_not_decoded() {
+        for good in [r#""a\"b\\c\/\b\f\n\r\t""#, r#""\u00e9\ud83d\ude00""#] {
+            assert!(string(good).is_ok(), "{good}");
+        }
+        for bad in
+            ["\"\\\0x\"", r#""\x""#, r#""\ud800""#, r#""\ud800\u0041""#, r#""\udc00""#, r#""\u12""#, r#""\u12g4""#]
+        {
+            assert!(string(bad).is_err(), "{bad}");
+        }
     }
 }

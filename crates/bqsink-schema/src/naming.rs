@@ -11,6 +11,8 @@
 //! code point in lowercase hex (`価` → `u4fa1`), set apart from its neighbours by `_`; anything else
 //! is a separator.
 
+use std::collections::{HashMap, HashSet};
+
 use bqsink_core::schema::{MAX_COLUMN_NAME_LEN, RESERVED_PREFIXES};
 
 /// Longest table name BigQuery accepts, in bytes.
@@ -284,7 +286,13 @@ pub fn validate_table_name(name: &str) -> Result<(), &'static str> {
 /// for a key whose sanitised name is already taken by another key, by appending `_2`, `_3`, ….
 #[derive(Clone, Debug, Default)]
 pub struct NameSet {
-    taken: Vec<(String, String)>,
+    /// Column by key.
+    columns: HashMap<String, String>,
+    /// Columns handed out, lowercased (names are unique ignoring ASCII case).
+    taken: HashSet<String>,
+    /// For each sanitised name, the suffix number to try next: the ones below it are taken,
+    /// and names are never given back. Keeps many keys that sanitise alike linear, not cubic.
+    next_suffix: HashMap<String, u32>,
 }
 
 impl NameSet {
@@ -295,26 +303,32 @@ impl NameSet {
 
     /// Whether a column name (ignoring case) is taken.
     pub fn contains(&self, column: &str) -> bool {
-        self.taken.iter().any(|(c, _)| c.eq_ignore_ascii_case(column))
+        self.taken.contains(&column.to_ascii_lowercase())
     }
 
     /// The column for `key` (whose sanitised name is `sanitised`): the same key always gets the
     /// same column; a different key whose sanitised name clashes (ignoring case) with a column
     /// already handed out gets a numbered one.
     pub fn column_for(&mut self, key: &str, sanitised: String) -> String {
-        if let Some((col, _)) = self.taken.iter().find(|(_, k)| k == key) {
+        if let Some(col) = self.columns.get(key) {
             return col.clone();
         }
         let mut candidate = sanitised.clone();
-        let mut n = 2u32;
-        while self.contains(&candidate) {
-            let suffix = format!("_{n}");
-            let mut base = sanitised.clone();
-            truncate_ascii(&mut base, MAX_COLUMN_NAME_LEN - suffix.len());
-            candidate = base + &suffix;
-            n += 1;
+        if self.contains(&candidate) {
+            let next = self.next_suffix.entry(sanitised.clone()).or_insert(2);
+            loop {
+                let suffix = format!("_{next}");
+                let mut base = sanitised.clone();
+                truncate_ascii(&mut base, MAX_COLUMN_NAME_LEN - suffix.len());
+                candidate = base + &suffix;
+                *next += 1;
+                if !self.taken.contains(&candidate.to_ascii_lowercase()) {
+                    break;
+                }
+            }
         }
-        self.taken.push((candidate.clone(), key.to_owned()));
+        self.taken.insert(candidate.to_ascii_lowercase());
+        self.columns.insert(key.to_owned(), candidate.clone());
         candidate
     }
 }
@@ -412,6 +426,28 @@ mod tests {
         let second = long.column_for("k2", base.clone());
         assert_eq!(second.len(), 300);
         assert!(second.ends_with("_2"));
+    }
+
+    /// Found with large Segment payloads under a time limit: each key was looked for among all
+    /// the names before it, and keys that sanitise alike tried `_2`, `_3`, … from the start, so
+    /// 20,000 properties took minutes.
+    #[test]
+    fn many_keys_that_sanitise_alike_get_names_in_linear_time() {
+        let started = std::time::Instant::now();
+        let mut names = NameSet::new();
+        assert_eq!(names.column_for("a_3", "a_3".into()), "a_3");
+        let n = 50_000;
+        let got: Vec<String> =
+            (0..n).map(|i| names.column_for(&format!("a{}", " ".repeat(i % 7 + 1)), "a".into())).collect();
+        // Only 7 distinct keys: the same key keeps its column.
+        assert_eq!(&got[..8], &["a", "a_2", "a_4", "a_5", "a_6", "a_7", "a_8", "a"]);
+        let mut wide = NameSet::new();
+        for i in 0..n {
+            let key = format!("k-{i}");
+            assert_eq!(wide.column_for(&key, format!("k_{i}")), format!("k_{i}"));
+            assert_eq!(wide.column_for(&format!("k {i}"), format!("k_{i}")), format!("k_{i}_2"));
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
     }
 
     proptest! {

@@ -283,6 +283,9 @@ pub fn rows_from_line(
     opts: &SegmentOptions,
 ) -> Result<Vec<SegmentRow>, SegmentError> {
     let at = Position { line: Some(line_no), item: None };
+    // Trimmed as the NDJSON and Segment transcoders and the scanner trim a line (any Unicode
+    // space, a byte-order mark), so a payload makes the same rows whichever path reads it.
+    let line = line.trim().trim_start_matches('\u{feff}');
     let payload: serde_json::Value =
         serde_json::from_str(line).map_err(|e| SegmentError::Json { at, message: e.to_string() })?;
     rows_at(&payload, at, now, opts)
@@ -594,6 +597,20 @@ mod tests {
 
     fn names(r: &Record) -> Vec<&str> {
         r.iter().map(|(k, _)| k).collect()
+    }
+
+    /// Found by fuzzing: a payload followed by vertical tabs made rows through the scanner and
+    /// the transcoder (which trim any Unicode space) but was refused here.
+    #[test]
+    fn a_line_is_trimmed_as_the_transcoders_trim_it() {
+        let payload = r#"{"type":"track","event":"Signed Up","userId":"u","messageId":"m"}"#;
+        let opts = SegmentOptions::default();
+        let plain = rows_from_line(payload, 1, now(), &opts).unwrap_or_else(|e| panic!("{e}"));
+        for line in [format!("{payload}\u{b}\u{b}"), format!("\u{feff}{payload}"), format!("\u{a0}{payload}\r")] {
+            let got = rows_from_line(&line, 1, now(), &opts).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(got.len(), plain.len(), "{line:?}");
+        }
+        assert!(rows_from_line("\u{b}", 1, now(), &opts).is_err());
     }
 
     #[test]
