@@ -314,7 +314,8 @@ impl NameSet {
             return col.clone();
         }
         let mut candidate = sanitised.clone();
-        if self.contains(&candidate) {
+        let mut lower = candidate.to_ascii_lowercase();
+        if self.taken.contains(&lower) {
             let next = self.next_suffix.entry(sanitised.clone()).or_insert(2);
             loop {
                 let suffix = format!("_{next}");
@@ -322,12 +323,13 @@ impl NameSet {
                 truncate_ascii(&mut base, MAX_COLUMN_NAME_LEN - suffix.len());
                 candidate = base + &suffix;
                 *next += 1;
-                if !self.taken.contains(&candidate.to_ascii_lowercase()) {
+                lower = candidate.to_ascii_lowercase();
+                if !self.taken.contains(&lower) {
                     break;
                 }
             }
         }
-        self.taken.insert(candidate.to_ascii_lowercase());
+        self.taken.insert(lower);
         self.columns.insert(key.to_owned(), candidate.clone());
         candidate
     }
